@@ -1,0 +1,13 @@
+"""The Pulumi program: read the stack config, declare the phase's topology, export the bindings."""
+
+import pulumi
+
+from components.config import load_pulumi_config
+from components.migration import EventBus
+
+config, connection = load_pulumi_config()
+bus = EventBus("event-bus", config, connection)
+
+pulumi.export("phase", config.phase)
+pulumi.export("streams", bus.stream_subjects)
+pulumi.export("bindings", bus.bindings)

@@ -1,0 +1,391 @@
+"""Durable JetStream consumers (pull and push): model, Pulumi dynamic provider, resource."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pulumi
+import pulumi.dynamic as dyn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from components import resource_common as rc
+from components.durations import Duration, format_duration, ns
+from components.errors import DataLossRefused, EventBusError, StreamNotFound
+from components.nats_client import ConnectionSettings, JetStream
+from components.stream import changed_fields
+from components.subjects import name_problem, subject_problem, subjects_overlap
+
+#: The desired subjects of the consumer's stream, so check() can catch a filter that
+#: no subject of the stream covers before anything reaches the server.
+STREAM_SUBJECTS = "stream_subjects"
+
+
+class ConsumerSpec(BaseModel):
+    """A durable consumer's desired config, in the units people write."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    stream: str = Field(description="The stream the consumer reads; moving it means a new consumer")
+    durable_name: str
+    description: str = ""
+    deliver_policy: Literal["all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject"] = "all"
+    opt_start_seq: int | None = Field(default=None, ge=1)
+    opt_start_time: str | None = None
+    ack_policy: Literal["explicit", "all", "none"] = "explicit"
+    ack_wait: Duration = Field(default="30s", description='How long a delivery waits for its ack, e.g. "60s"')
+    max_deliver: int = Field(default=-1, description="Deliveries per message; -1 for no limit")
+    backoff: tuple[Duration, ...] = ()
+    filter_subjects: tuple[str, ...] = ()
+    replay_policy: Literal["instant", "original"] = "instant"
+    max_ack_pending: int = 1000
+    max_waiting: int | None = Field(default=None, description="Pull requests waiting at once (pull only, default 512)")
+    inactive_threshold: Duration = "0"
+    replicas: int = Field(default=0, ge=0, le=5, description="0 follows the stream's replicas")
+    mem_storage: bool = False
+    headers_only: bool = False
+    metadata: dict[str, str] = Field(default_factory=dict)
+    # push consumers
+    deliver_subject: str | None = None
+    deliver_group: str | None = None
+    flow_control: bool = False
+    idle_heartbeat: Duration = "0"
+    rate_limit_bps: int = Field(default=0, ge=0)
+
+    @field_validator("stream", "durable_name")
+    @classmethod
+    def _names(cls, value: str, info: Any) -> str:
+        what = "stream" if info.field_name == "stream" else "consumer"
+        if problem := name_problem(value, what):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("filter_subjects", mode="before")
+    @classmethod
+    def _one_filter(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("filter_subjects", mode="after")
+    @classmethod
+    def _filters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for subject in value:
+            if problem := subject_problem(subject):
+                raise ValueError(problem)
+        for i, a in enumerate(value):
+            for b in value[i + 1 :]:
+                if subjects_overlap(a, b):
+                    raise ValueError(f"filter subjects {a!r} and {b!r} overlap (10138); keep only one")
+        return tuple(sorted(value))
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in value.items() if not k.startswith("_nats.")}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pull_defaults(cls, data: Any) -> Any:
+        # The server gives pull consumers max_waiting 512 when it is not set.
+        if isinstance(data, dict) and not (data.get("deliver_subject") or data.get("deliverSubject")):
+            if data.get("max_waiting") is None and data.get("maxWaiting") is None:
+                data = {**data, "max_waiting": 512}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ConsumerSpec:
+        if self.ack_policy != "none" and ns(self.ack_wait) <= 0:
+            raise ValueError("ack_wait must be longer than 0, e.g. '30s'")
+        if self.max_deliver == 0 or self.max_deliver < -1:
+            raise ValueError("max_deliver must be -1 (no limit) or at least 1")
+        if self.backoff:
+            if any(ns(b) <= 0 for b in self.backoff):
+                raise ValueError("every backoff step must be longer than 0")
+            if self.max_deliver != -1 and self.max_deliver <= len(self.backoff):
+                raise ValueError(f"max_deliver ({self.max_deliver}) must be greater than the number of backoff steps ({len(self.backoff)})")
+        if self.max_ack_pending == 0 or self.max_ack_pending < -1:
+            raise ValueError("max_ack_pending must be -1 (no limit) or at least 1")
+        if self.deliver_policy == "by_start_sequence" and not self.opt_start_seq:
+            raise ValueError("deliver_policy by_start_sequence needs opt_start_seq")
+        if self.deliver_policy == "by_start_time" and not self.opt_start_time:
+            raise ValueError("deliver_policy by_start_time needs opt_start_time")
+        if self.deliver_subject is None:
+            if self.flow_control or ns(self.idle_heartbeat) or self.deliver_group or self.rate_limit_bps:
+                raise ValueError("flow_control, idle_heartbeat, deliver_group and rate_limit_bps need deliver_subject (push)")
+            if self.max_waiting is not None and self.max_waiting < 1:
+                raise ValueError("max_waiting must be at least 1")
+        else:
+            if problem := subject_problem(self.deliver_subject):
+                raise ValueError(f"deliver_subject: {problem}")
+            if self.max_waiting is not None:
+                raise ValueError("max_waiting applies to pull consumers only; drop it or drop deliver_subject")
+            if self.flow_control and not ns(self.idle_heartbeat):
+                raise ValueError("flow_control needs idle_heartbeat")
+        return self
+
+    @property
+    def pull(self) -> bool:
+        return self.deliver_subject is None
+
+    def wire(self) -> dict:
+        cfg: dict[str, Any] = {
+            "durable_name": self.durable_name,
+            "deliver_policy": self.deliver_policy,
+            "ack_policy": self.ack_policy,
+            "max_deliver": self.max_deliver,
+            "replay_policy": self.replay_policy,
+            "num_replicas": self.replicas,
+        }
+        if self.ack_policy != "none":
+            cfg["ack_wait"] = ns(self.ack_wait)
+            cfg["max_ack_pending"] = self.max_ack_pending
+        optional = {
+            "description": self.description or None,
+            "opt_start_seq": self.opt_start_seq,
+            "opt_start_time": self.opt_start_time,
+            "backoff": [ns(b) for b in self.backoff] or None,
+            "inactive_threshold": ns(self.inactive_threshold) or None,
+            "mem_storage": self.mem_storage or None,
+            "headers_only": self.headers_only or None,
+            "metadata": dict(self.metadata) or None,
+            "max_waiting": self.max_waiting,
+            "deliver_subject": self.deliver_subject,
+            "deliver_group": self.deliver_group,
+            "flow_control": self.flow_control or None,
+            "idle_heartbeat": ns(self.idle_heartbeat) or None,
+            "rate_limit_bps": self.rate_limit_bps or None,
+        }
+        cfg.update({k: v for k, v in optional.items() if v is not None})
+        if len(self.filter_subjects) == 1:
+            cfg["filter_subject"] = self.filter_subjects[0]
+        elif self.filter_subjects:
+            cfg["filter_subjects"] = list(self.filter_subjects)
+        return cfg
+
+    @classmethod
+    def from_wire(cls, stream: str, config: dict) -> ConsumerSpec:
+        filters = config.get("filter_subjects") or ([config["filter_subject"]] if config.get("filter_subject") else [])
+        data: dict[str, Any] = {
+            "stream": stream,
+            "durable_name": config.get("durable_name") or config["name"],
+            "description": config.get("description") or "",
+            "deliver_policy": config.get("deliver_policy", "all"),
+            "opt_start_seq": config.get("opt_start_seq") or None,
+            "opt_start_time": config.get("opt_start_time") or None,
+            "ack_policy": config.get("ack_policy", "explicit"),
+            "ack_wait": format_duration(int(config.get("ack_wait") or 30_000_000_000)),
+            "max_deliver": config.get("max_deliver", -1) or -1,
+            "backoff": [format_duration(int(b)) for b in config.get("backoff") or []],
+            "filter_subjects": filters,
+            "replay_policy": config.get("replay_policy", "instant"),
+            "max_ack_pending": config.get("max_ack_pending") or 1000,
+            "max_waiting": config.get("max_waiting") if not config.get("deliver_subject") else None,
+            "inactive_threshold": format_duration(int(config.get("inactive_threshold") or 0)),
+            "replicas": config.get("num_replicas") or 0,
+            "mem_storage": bool(config.get("mem_storage")),
+            "headers_only": bool(config.get("headers_only")),
+            "metadata": config.get("metadata") or {},
+            "deliver_subject": config.get("deliver_subject") or None,
+            "deliver_group": config.get("deliver_group") or None,
+            "flow_control": bool(config.get("flow_control")),
+            "idle_heartbeat": format_duration(int(config.get("idle_heartbeat") or 0)),
+            "rate_limit_bps": config.get("rate_limit_bps") or 0,
+        }
+        return cls.model_validate(data)
+
+    def props(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def id(self) -> str:
+        return f"{self.stream}/{self.durable_name}"
+
+
+def replace_reasons(old: ConsumerSpec, new: ConsumerSpec) -> dict[str, str]:
+    """Fields whose change needs the consumer deleted and created again (server: 10012)."""
+    reasons: dict[str, str] = {}
+    if old.stream != new.stream:
+        reasons["stream"] = "a consumer cannot move to another stream"
+    if old.durable_name != new.durable_name:
+        reasons["durable_name"] = "a durable cannot be renamed"
+    if old.pull != new.pull:
+        reasons["deliver_subject"] = "a consumer cannot switch between push and pull"
+    for field in ("deliver_policy", "opt_start_seq", "opt_start_time", "ack_policy", "replay_policy",
+                  "flow_control", "idle_heartbeat", "mem_storage", "max_waiting"):
+        if getattr(old, field) != getattr(new, field):
+            reasons[field] = f"{field} cannot be updated (10012)"
+    return reasons
+
+
+def unprocessed(info: dict | None) -> tuple[int, int]:
+    """(num_pending, num_ack_pending) of a consumer info, zeros when absent."""
+    if not info:
+        return 0, 0
+    return int(info.get("num_pending", 0)), int(info.get("num_ack_pending", 0))
+
+
+def guard_consumer_loss(js: JetStream, spec_id: str, allowed: bool, action: str, fields: list[str] | None = None) -> None:
+    stream, durable = spec_id.split("/", 1)
+    pending, ack_pending = unprocessed(js.consumer_info(stream, durable))
+    if (pending or ack_pending) and not allowed:
+        because = f" because {', '.join(fields)} cannot change in place" if fields else ""
+        raise DataLossRefused(
+            f"consumer {durable} on stream {stream}: {action}{because} would drop its position with "
+            f"{pending} messages pending and {ack_pending} awaiting ack. Let it drain first, or add "
+            f"'{stream}/{durable}' to the stack's allowDataLoss list"
+        )
+
+
+def _parse(props: dict[str, Any]) -> ConsumerSpec:
+    fields = ConsumerSpec.model_fields
+    return ConsumerSpec.model_validate({k: v for k, v in props.items() if k in fields})
+
+
+def _outputs(props: dict[str, Any], stream: str, info: dict) -> dict[str, Any]:
+    spec = ConsumerSpec.from_wire(stream, info["config"])
+    return {
+        **spec.props(),
+        "consumer_id": spec.id,
+        STREAM_SUBJECTS: list(props.get(STREAM_SUBJECTS) or []),
+        rc.SERVERS: props[rc.SERVERS],
+        rc.CREDENTIALS: props.get(rc.CREDENTIALS) or {},
+        rc.ALLOW_DATA_LOSS: bool(props.get(rc.ALLOW_DATA_LOSS)),
+    }
+
+
+class ConsumerProvider(dyn.ResourceProvider):
+    """Create, read, update and delete one durable consumer. Stateless: pickled by reference."""
+
+    serialize_as_secret_always = False
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        try:
+            spec = _parse(news)
+        except ValidationError as exc:
+            return dyn.CheckResult(news, [dyn.CheckFailure(f, m) for f, m in rc.validation_messages(exc)])
+        failures = []
+        stream_subjects = news.get(STREAM_SUBJECTS) or []
+        if stream_subjects and not rc.unknown(stream_subjects):
+            for f in spec.filter_subjects:
+                if not any(subjects_overlap(f, s) for s in stream_subjects):
+                    failures.append(dyn.CheckFailure(
+                        "filter_subjects",
+                        f"filter {f!r} matches no subject of stream {spec.stream} ({', '.join(stream_subjects)}); "
+                        "fix the filter or the stream's subjects",
+                    ))
+        inputs = {**news, **spec.props()}
+        inputs.pop(rc.ADOPTION, None)
+        if not olds and not failures:
+            failure = self._check_adoption(spec, inputs)
+            if failure:
+                failures.append(failure)
+        return dyn.CheckResult(inputs, failures)
+
+    def _check_adoption(self, spec: ConsumerSpec, inputs: dict[str, Any]) -> dyn.CheckFailure | None:
+        try:
+            info = rc.jetstream(inputs).consumer_info(spec.stream, spec.durable_name)
+        except EventBusError:
+            return None
+        if info is None:
+            return None
+        existing = ConsumerSpec.from_wire(spec.stream, info["config"])
+        fixed = replace_reasons(existing, spec)
+        if fixed:
+            return dyn.CheckFailure(
+                next(iter(fixed)),
+                f"consumer {spec.id} already exists with a different {', '.join(fixed)} "
+                f"({'; '.join(fixed.values())}); delete it first or match its config",
+            )
+        changed = changed_fields(existing, spec)
+        inputs[rc.ADOPTION] = (
+            f"adopts existing consumer {spec.id}, updating {', '.join(changed)}" if changed
+            else f"adopts existing consumer {spec.id} as is"
+        )
+        return None
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        old, new = _parse(olds), _parse(news)
+        fields = changed_fields(old, new)
+        for key in (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS):
+            if olds.get(key) != news.get(key) and not rc.unknown(news.get(key)):
+                fields.append(key)
+        if not fields:
+            return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
+        reasons = replace_reasons(old, new)
+        if reasons and old.stream == new.stream:
+            guard_consumer_loss(rc.jetstream(news), old.id, bool(news.get(rc.ALLOW_DATA_LOSS)), "replacing it", sorted(reasons))
+        return dyn.DiffResult(changes=True, replaces=sorted(reasons), delete_before_replace=True)
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        spec = _parse(props)
+        js = rc.jetstream(props)
+        info = js.consumer_info(spec.stream, spec.durable_name)
+        if info is None:
+            if js.stream_info(spec.stream) is None:
+                raise StreamNotFound(f"stream {spec.stream} does not exist", err_code=10059,
+                                     stream=spec.stream, consumer=spec.durable_name,
+                                     hint="Create the stream first (declare it in the same stack)")
+            info = js.consumer_upsert(spec.stream, spec.wire(), "create")
+        else:
+            existing = ConsumerSpec.from_wire(spec.stream, info["config"])
+            fixed = replace_reasons(existing, spec)
+            if fixed:
+                raise EventBusError(
+                    f"consumer {spec.id} already exists with a different {', '.join(fixed)}: "
+                    f"{'; '.join(fixed.values())}. Delete it (losing its position) or match its config"
+                )
+            if changed_fields(existing, spec):
+                info = js.consumer_upsert(spec.stream, spec.wire(), "update")
+        return dyn.CreateResult(spec.id, _outputs(props, spec.stream, info))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        spec = _parse(news)
+        js = rc.jetstream(news)
+        action = "update" if js.consumer_info(spec.stream, spec.durable_name) else "create"
+        info = js.consumer_upsert(spec.stream, spec.wire(), action)
+        return dyn.UpdateResult(_outputs(news, spec.stream, info))
+
+    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
+        stream, durable = id_.split("/", 1)
+        js = rc.jetstream(props)
+        info = js.consumer_info(stream, durable)
+        if info is None:
+            return dyn.ReadResult("", {})
+        outs = _outputs(props, stream, info)
+        return dyn.ReadResult(id_, outs, outs)
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        js = rc.jetstream(props)
+        guard_consumer_loss(js, id_, bool(props.get(rc.ALLOW_DATA_LOSS)), "deleting it")
+        stream, durable = id_.split("/", 1)
+        js.consumer_delete(stream, durable)
+
+
+class Consumer(dyn.Resource, module="jetstream", name="Consumer"):
+    """A durable JetStream consumer managed by Pulumi."""
+
+    consumer_id: pulumi.Output[str]
+
+    def __init__(
+        self,
+        resource_name: str,
+        spec: ConsumerSpec,
+        connection: ConnectionSettings,
+        *,
+        stream_subjects: list[str] | None = None,
+        allow_data_loss: bool = False,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        servers, creds = rc.connection_inputs(connection)
+        props: dict[str, Any] = {
+            **spec.props(),
+            STREAM_SUBJECTS: list(stream_subjects or []),
+            rc.SERVERS: servers,
+            rc.CREDENTIALS: pulumi.Output.secret(creds) if creds else {},
+            rc.ALLOW_DATA_LOSS: allow_data_loss,
+            rc.ADOPTION: None,
+            "consumer_id": None,
+        }
+        super().__init__(ConsumerProvider(), resource_name, props, opts)
+
+
+__all__ = ["Consumer", "ConsumerProvider", "ConsumerSpec", "DataLossRefused", "replace_reasons"]

@@ -1,0 +1,489 @@
+"""JetStream streams: the desired-state model, its Pulumi dynamic provider, and the resource.
+
+The model is the one vocabulary for config, state and diff: stack config is
+parsed into it, the server's reported config is parsed back into it (server
+defaults filled in the same way, `_nats.*` metadata dropped), and `diff()`
+compares the two. Fields the server cannot change in place are declared once,
+in `replace_reasons()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pulumi
+import pulumi.dynamic as dyn
+from deepdiff import DeepDiff
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from components import resource_common as rc
+from components.durations import Duration, format_duration, ns, parse_duration
+from components.errors import DataLossRefused, EventBusError, SubjectOverlap
+from components.nats_client import ConnectionSettings, JetStream
+from components.subjects import name_problem, subject_problem, subjects_overlap
+
+#: The filter of the self-source that lets a stream own no subjects at all: without
+#: subjects, sources or mirror the server gives a stream its own name as subject.
+RETIRED_FILTER = "_retired.none"
+
+#: Streams this stream may take subjects from when it claims them (see `hand_over`).
+TAKEOVER = "takeover"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class Source(_Model):
+    """A stream to copy messages from (`sources`) or to mirror (`mirror`)."""
+
+    name: str
+    filter_subject: str | None = None
+    opt_start_seq: int | None = Field(default=None, ge=1)
+    opt_start_time: str | None = None
+
+    def wire(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
+class Placement(_Model):
+    cluster: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+def _unlimited(value: int) -> int:
+    if value == 0 or value < -1:
+        raise ValueError("use -1 for unlimited or a positive number")
+    return value
+
+
+class StreamSpec(_Model):
+    """A stream's desired config, in the units people write. Every field the tool manages."""
+
+    name: str = Field(description="Stream name; cannot change (a new name is a new stream)")
+    subjects: tuple[str, ...] = Field(default=(), description="Subjects the stream owns; empty means none at all")
+    description: str = ""
+    retention: Literal["limits", "interest", "workqueue"] = "limits"
+    storage: Literal["file", "memory"] = "file"
+    discard: Literal["old", "new"] = "old"
+    discard_new_per_subject: bool = False
+    max_msgs: int = -1
+    max_bytes: int = -1
+    max_age: Duration = Field(default="0", description='Message age limit, e.g. "48h"; "0" keeps forever')
+    max_msg_size: int = -1
+    max_msgs_per_subject: int = -1
+    max_consumers: int = -1
+    duplicate_window: Duration = Field(default="2m", description="De-duplication window for Nats-Msg-Id")
+    replicas: int = Field(default=1, ge=1, le=5, description="Copies kept in a cluster: 1 to 5")
+    placement: Placement | None = None
+    compression: Literal["s2", "none"] = "none"
+    metadata: dict[str, str] = Field(default_factory=dict)
+    allow_direct: bool = False
+    allow_rollup_hdrs: bool = False
+    deny_delete: bool = False
+    deny_purge: bool = False
+    sealed: bool = False
+    first_seq: int = Field(default=0, ge=0)
+    sources: tuple[Source, ...] = ()
+    mirror: Source | None = None
+
+    # -- validation (check) ------------------------------------------------------
+    @field_validator("compression", mode="before")
+    @classmethod
+    def _compression(cls, value: object) -> object:
+        # The seeds write a boolean; the server takes "s2" or "none".
+        if isinstance(value, bool):
+            return "s2" if value else "none"
+        return value
+
+    @field_validator("max_msgs", "max_bytes", "max_msg_size", "max_msgs_per_subject", "max_consumers")
+    @classmethod
+    def _limits(cls, value: int) -> int:
+        return _unlimited(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if problem := name_problem(value, "stream"):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("subjects", mode="after")
+    @classmethod
+    def _subjects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for subject in value:
+            if problem := subject_problem(subject):
+                raise ValueError(problem)
+        for i, a in enumerate(value):
+            for b in value[i + 1 :]:
+                if subjects_overlap(a, b):
+                    raise ValueError(f"subjects {a!r} and {b!r} overlap; keep only the wider one")
+        return tuple(sorted(value))
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in value.items() if not k.startswith("_nats.")}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_duplicate_window(cls, data: Any) -> Any:
+        # The server's default window is 2m, or max_age when that is shorter.
+        if isinstance(data, dict) and "duplicate_window" not in data and "duplicateWindow" not in data:
+            age = data.get("max_age", data.get("maxAge"))
+            if age not in (None, "0", 0) and 0 < parse_duration(age) < parse_duration("2m"):
+                data = {**data, "duplicate_window": age}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StreamSpec:
+        if ns(self.max_age) and ns(self.duplicate_window) > ns(self.max_age):
+            raise ValueError(
+                f"duplicate_window {self.duplicate_window} is longer than max_age {self.max_age}; "
+                "make it at most max_age"
+            )
+        if self.mirror and (self.subjects or self.sources):
+            raise ValueError("a mirror stream takes no subjects and no sources; drop one of them")
+        return self
+
+    # -- wire format ---------------------------------------------------------------
+    @property
+    def retired(self) -> bool:
+        """True when the stream owns no subjects (and so needs the self-source marker)."""
+        return not self.subjects and not self.sources and self.mirror is None
+
+    def wire(self) -> dict:
+        """The config the JetStream API takes: durations in nanoseconds, every field explicit."""
+        cfg: dict[str, Any] = {
+            "name": self.name,
+            "subjects": list(self.subjects),
+            "retention": self.retention,
+            "storage": self.storage,
+            "discard": self.discard,
+            "max_msgs": self.max_msgs,
+            "max_bytes": self.max_bytes,
+            "max_age": ns(self.max_age),
+            "max_msg_size": self.max_msg_size,
+            "max_msgs_per_subject": self.max_msgs_per_subject,
+            "max_consumers": self.max_consumers,
+            "num_replicas": self.replicas,
+            "compression": self.compression,
+            "allow_direct": self.allow_direct,
+            "allow_rollup_hdrs": self.allow_rollup_hdrs,
+            "deny_delete": self.deny_delete,
+            "deny_purge": self.deny_purge,
+            "sealed": self.sealed,
+        }
+        if not self.retired:
+            cfg["duplicate_window"] = ns(self.duplicate_window)
+        if self.description:
+            cfg["description"] = self.description
+        if self.discard_new_per_subject:
+            cfg["discard_new_per_subject"] = True
+        if self.metadata:
+            cfg["metadata"] = dict(self.metadata)
+        if self.placement:
+            cfg["placement"] = self.placement.model_dump(exclude_none=True, exclude_defaults=True)
+        if self.first_seq:
+            cfg["first_seq"] = self.first_seq
+        sources = [s.wire() for s in self.sources]
+        if self.retired:
+            sources.append({"name": self.name, "filter_subject": RETIRED_FILTER})
+        if sources:
+            cfg["sources"] = sources
+        if self.mirror:
+            cfg["mirror"] = self.mirror.wire()
+        return cfg
+
+    @classmethod
+    def from_wire(cls, config: dict) -> StreamSpec:
+        """The spec a server-reported config amounts to (defaults and marker normalised)."""
+        sources = [
+            s for s in config.get("sources") or []
+            if not (s.get("name") == config["name"] and s.get("filter_subject") == RETIRED_FILTER)
+        ]
+        retired = len(sources) != len(config.get("sources") or [])
+        data: dict[str, Any] = {
+            "name": config["name"],
+            "subjects": [] if retired else config.get("subjects") or [],
+            "description": config.get("description") or "",
+            "retention": config.get("retention", "limits"),
+            "storage": config.get("storage", "file"),
+            "discard": config.get("discard", "old"),
+            "discard_new_per_subject": bool(config.get("discard_new_per_subject")),
+            "max_msgs": config.get("max_msgs", -1),
+            "max_bytes": config.get("max_bytes", -1),
+            "max_age": format_duration(int(config.get("max_age", 0))),
+            "max_msg_size": config.get("max_msg_size", -1),
+            "max_msgs_per_subject": config.get("max_msgs_per_subject", -1),
+            "max_consumers": config.get("max_consumers", -1),
+            "replicas": config.get("num_replicas") or 1,
+            "compression": config.get("compression") or "none",
+            "metadata": config.get("metadata") or {},
+            "allow_direct": bool(config.get("allow_direct")),
+            "allow_rollup_hdrs": bool(config.get("allow_rollup_hdrs")),
+            "deny_delete": bool(config.get("deny_delete")),
+            "deny_purge": bool(config.get("deny_purge")),
+            "sealed": bool(config.get("sealed")),
+            "first_seq": config.get("first_seq") or 0,
+            "sources": [_source(s) for s in sources],
+            "mirror": _source(config["mirror"]) if config.get("mirror") else None,
+        }
+        if "duplicate_window" in config:
+            data["duplicate_window"] = format_duration(int(config["duplicate_window"]))
+        elif retired:
+            data["duplicate_window"] = "2m"  # the server drops it while the stream owns nothing
+        placement = config.get("placement") or {}
+        if placement.get("cluster") or placement.get("tags"):
+            data["placement"] = {"cluster": placement.get("cluster") or None, "tags": placement.get("tags") or []}
+        return cls.model_validate(_lenient(data))
+
+    def props(self) -> dict[str, Any]:
+        """The spec as flat Pulumi properties (snake_case, human units)."""
+        return self.model_dump(mode="json")
+
+
+def _source(raw: dict) -> dict:
+    keep = {k: raw.get(k) for k in ("name", "filter_subject", "opt_start_seq", "opt_start_time")}
+    return {k: v for k, v in keep.items() if v}
+
+
+def _lenient(data: dict) -> dict:
+    """Server-reported values outside what config accepts (e.g. 0 limits) are kept as they are."""
+    for key in ("max_msgs", "max_bytes", "max_msg_size", "max_msgs_per_subject", "max_consumers"):
+        if data[key] == 0:
+            data[key] = -1
+    return data
+
+
+# -- what the server cannot change in place ------------------------------------------
+def replace_reasons(old: StreamSpec, new: StreamSpec) -> dict[str, str]:
+    """Fields whose change needs the stream deleted and created again, with the server's reason."""
+    reasons: dict[str, str] = {}
+    if old.name != new.name:
+        reasons["name"] = "a stream cannot be renamed"
+    if old.storage != new.storage:
+        reasons["storage"] = "storage type cannot change (10052)"
+    if old.retention != new.retention and "workqueue" in (old.retention, new.retention):
+        reasons["retention"] = "retention cannot change to or from workqueue (10052)"
+    if old.mirror != new.mirror:
+        reasons["mirror"] = "a mirror cannot be added or changed (10055)"
+    if old.first_seq != new.first_seq and new.first_seq:
+        reasons["first_seq"] = "first_seq is honoured only when the stream is created"
+    for flag in ("deny_delete", "deny_purge", "sealed"):
+        if getattr(old, flag) and not getattr(new, flag):
+            reasons[flag] = f"{flag} cannot be turned back off once set (10052)"
+    return reasons
+
+
+def changed_fields(old: StreamSpec | BaseModel, new: StreamSpec | BaseModel) -> list[str]:
+    """Top-level fields that differ between two specs (deepdiff, order-insensitive lists)."""
+    diff = DeepDiff(old.model_dump(mode="json"), new.model_dump(mode="json"), ignore_order=True, view="tree")
+    fields: set[str] = set()
+    for changes in diff.values():
+        for change in changes:
+            path = change.path(output_format="list")
+            if path:
+                fields.add(str(path[0]))
+    return sorted(fields)
+
+
+# -- live-server helpers ----------------------------------------------------------------
+def stream_messages(js: JetStream, name: str) -> int:
+    info = js.stream_info(name)
+    return int(info["state"]["messages"]) if info else 0
+
+
+def guard_data_loss(js: JetStream, name: str, allowed: bool, action: str, fields: list[str] | None = None) -> None:
+    """Refuse to destroy a stream that holds messages unless the stack allows it by name."""
+    if allowed:
+        return
+    messages = stream_messages(js, name)
+    if messages:
+        because = f" because {', '.join(fields)} cannot change in place" if fields else ""
+        raise DataLossRefused(
+            f"stream {name}: {action}{because} would destroy its {messages} stored messages. "
+            f"Add {name!r} to the stack's allowDataLoss list to allow it, or keep the old value"
+        )
+
+
+def hand_over(js: JetStream, name: str, subjects: tuple[str, ...], takeover: list[str]) -> list[str]:
+    """Release `subjects` from the streams in `takeover` that hold them, so `name` can claim them.
+
+    Runs immediately before the claim, under the stream write lock, so the window in
+    which a moved subject has no stream is two API round trips. A subject held by a
+    stream outside `takeover` is an error naming that stream. Returns the streams changed.
+    """
+    changed = []
+    owners: dict[str, list[str]] = {}
+    for subject in subjects:
+        for owner in js.stream_names(subject):
+            if owner != name:
+                owners.setdefault(owner, []).append(subject)
+    for owner, wanted in sorted(owners.items()):
+        if owner not in takeover:
+            raise SubjectOverlap(
+                f"subjects {', '.join(wanted)} are owned by stream {owner}, which this stack does not manage",
+                err_code=10065,
+                stream=name,
+            )
+        info = js.stream_info(owner)
+        if info is None:
+            continue
+        spec = StreamSpec.from_wire(info["config"])
+        keep = tuple(s for s in spec.subjects if not any(subjects_overlap(s, w) for w in subjects))
+        released = spec.model_copy(update={"subjects": keep})
+        js.stream_update(released.wire())
+        changed.append(owner)
+    return changed
+
+
+# -- the provider -------------------------------------------------------------------------
+def _parse(props: dict[str, Any]) -> StreamSpec:
+    fields = StreamSpec.model_fields
+    return StreamSpec.model_validate({k: v for k, v in props.items() if k in fields})
+
+
+def _outputs(js: JetStream, props: dict[str, Any], info: dict) -> dict[str, Any]:
+    spec = StreamSpec.from_wire(info["config"])
+    return {
+        **spec.props(),
+        "stream_name": spec.name,
+        rc.SERVERS: props[rc.SERVERS],
+        rc.CREDENTIALS: props.get(rc.CREDENTIALS) or {},
+        rc.ALLOW_DATA_LOSS: bool(props.get(rc.ALLOW_DATA_LOSS)),
+        TAKEOVER: list(props.get(TAKEOVER) or []),
+    }
+
+
+class StreamProvider(dyn.ResourceProvider):
+    """Create, read, update and delete one JetStream stream. Stateless: pickled by reference."""
+
+    serialize_as_secret_always = False
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        try:
+            spec = _parse(news)
+        except ValidationError as exc:
+            return dyn.CheckResult(news, [dyn.CheckFailure(f, m) for f, m in rc.validation_messages(exc)])
+        if spec.sealed and not _olds:
+            return dyn.CheckResult(news, [dyn.CheckFailure("sealed", "a stream cannot be created sealed; seal it in a later update")])
+        inputs = {**news, **spec.props()}
+        inputs.pop(rc.ADOPTION, None)
+        if not _olds:
+            failure = self._check_adoption(spec, inputs)
+            if failure:
+                return dyn.CheckResult(inputs, [failure])
+        return dyn.CheckResult(inputs, [])
+
+    def _check_adoption(self, spec: StreamSpec, inputs: dict[str, Any]) -> dyn.CheckFailure | None:
+        """On create, say in the preview whether an existing stream will be adopted."""
+        try:
+            js = rc.jetstream(inputs)
+            info = js.stream_info(spec.name)
+        except EventBusError:
+            return None  # the server is checked again at create time
+        if info is None:
+            return None
+        existing = StreamSpec.from_wire(info["config"])
+        fixed = replace_reasons(existing, spec)
+        if fixed:
+            return dyn.CheckFailure(
+                next(iter(fixed)),
+                f"stream {spec.name} already exists with a different "
+                f"{', '.join(fixed)} ({'; '.join(fixed.values())}); delete it first or match its config",
+            )
+        changed = changed_fields(existing, spec)
+        inputs[rc.ADOPTION] = (
+            f"adopts existing stream {spec.name}, updating {', '.join(changed)}" if changed
+            else f"adopts existing stream {spec.name} as is"
+        )
+        return None
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        old, new = _parse(olds), _parse(news)
+        fields = changed_fields(old, new)
+        for key in (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS, TAKEOVER):
+            if olds.get(key) != news.get(key) and not rc.unknown(news.get(key)):
+                fields.append(key)
+        if not fields:
+            return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
+        reasons = replace_reasons(old, new)
+        if reasons:
+            # Refuse at preview time, not half-way through an apply.
+            guard_data_loss(rc.jetstream(news), new.name, bool(news.get(rc.ALLOW_DATA_LOSS)), "replacing it", sorted(reasons))
+        return dyn.DiffResult(changes=True, replaces=sorted(reasons), delete_before_replace=True)
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        spec = _parse(props)
+        js = rc.jetstream(props)
+        with rc.STREAM_WRITE_LOCK:
+            info = js.stream_info(spec.name)
+            if info is not None:
+                existing = StreamSpec.from_wire(info["config"])
+                fixed = replace_reasons(existing, spec)
+                if fixed:
+                    raise EventBusError(
+                        f"stream {spec.name} already exists with a different {', '.join(fixed)}: "
+                        f"{'; '.join(fixed.values())}. Delete it (losing its messages) or match its config"
+                    )
+            hand_over(js, spec.name, spec.subjects, list(props.get(TAKEOVER) or []))
+            if info is None:
+                info = js.stream_create(spec.wire())
+            elif changed_fields(StreamSpec.from_wire(info["config"]), spec):
+                info = js.stream_update(spec.wire())
+        return dyn.CreateResult(spec.name, _outputs(js, props, info))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        spec = _parse(news)
+        js = rc.jetstream(news)
+        with rc.STREAM_WRITE_LOCK:
+            hand_over(js, spec.name, spec.subjects, list(news.get(TAKEOVER) or []))
+            if js.stream_info(spec.name) is None:
+                info = js.stream_create(spec.wire())  # deleted out of band since the last refresh
+            else:
+                info = js.stream_update(spec.wire())
+        return dyn.UpdateResult(_outputs(js, news, info))
+
+    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
+        js = rc.jetstream(props)
+        info = js.stream_info(id_)
+        if info is None:
+            return dyn.ReadResult("", {})  # gone: Pulumi drops it and the next up recreates it
+        outs = _outputs(js, props, info)
+        return dyn.ReadResult(id_, outs, outs)
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        js = rc.jetstream(props)
+        guard_data_loss(js, id_, bool(props.get(rc.ALLOW_DATA_LOSS)), "deleting it")
+        js.stream_delete(id_)
+
+
+class Stream(dyn.Resource, module="jetstream", name="Stream"):
+    """A JetStream stream managed by Pulumi."""
+
+    stream_name: pulumi.Output[str]
+    subjects: pulumi.Output[list[str]]
+
+    def __init__(
+        self,
+        resource_name: str,
+        spec: StreamSpec,
+        connection: ConnectionSettings,
+        *,
+        allow_data_loss: bool = False,
+        takeover: list[str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        servers, creds = rc.connection_inputs(connection)
+        props: dict[str, Any] = {
+            **spec.props(),
+            rc.SERVERS: servers,
+            rc.CREDENTIALS: pulumi.Output.secret(creds) if creds else {},
+            rc.ALLOW_DATA_LOSS: allow_data_loss,
+            TAKEOVER: sorted(set(takeover or []) - {spec.name}),
+            rc.ADOPTION: None,
+            "stream_name": None,
+        }
+        super().__init__(StreamProvider(), resource_name, props, opts)

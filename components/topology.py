@@ -1,0 +1,239 @@
+"""Which stream owns which subjects in each phase, and what a move must keep to lose nothing.
+
+Two pure functions, tested as tables:
+
+* `phase_topology(config)`: phase in; streams with their subjects and durable
+  consumers with their streams out. This is the whole migration plan.
+* `plan(topology, config, live)`: the topology adjusted to what the live server
+  holds right now (`live`, a snapshot read at program time), so that a phase
+  move never deletes unconsumed data:
+    - a stream that leaves the topology but still has unprocessed messages, or
+      holds messages the stack has not allowed to lose, is kept, owning no
+      subjects, and the preview says why;
+    - a durable that leaves a stream while it still has pending or
+      unacknowledged messages is kept there until it drains;
+    - a durable created on a stream that is about to gain its subjects starts
+      after the stream's last message, so old, already-processed history is
+      not replayed (on a new stream, or one that already owns the subjects, it
+      starts from the beginning: never skip what nobody consumed);
+    - a stream that loses subjects waits for the stream gaining them, whose
+      provider hands them over in two back-to-back API calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from components.config import Role, StackConfig
+from components.consumer import ConsumerSpec
+from components.stream import StreamSpec
+from components.subjects import subjects_overlap
+
+CORE_SUBJECTS = ("athlete-ally.>", "sleep.*")
+VENDOR_SUBJECTS = ("vendor.>",)
+DLQ_SUBJECTS = ("dlq.>",)
+
+#: Which role owns which subjects, per phase. A role absent from a phase has no stream.
+OWNERSHIP: dict[int, dict[Role, tuple[str, ...]]] = {
+    0: {"legacy": CORE_SUBJECTS + VENDOR_SUBJECTS, "dlq": DLQ_SUBJECTS},
+    1: {"legacy": CORE_SUBJECTS, "vendor": VENDOR_SUBJECTS, "dlq": DLQ_SUBJECTS},
+    2: {"legacy": (), "core": CORE_SUBJECTS, "vendor": VENDOR_SUBJECTS, "dlq": DLQ_SUBJECTS},
+    3: {"core": CORE_SUBJECTS, "vendor": VENDOR_SUBJECTS, "dlq": DLQ_SUBJECTS},
+}
+
+#: Where each durable lives, per phase.
+HOMES: dict[str, dict[int, Role]] = {
+    "hrv": {0: "legacy", 1: "legacy", 2: "core", 3: "core"},
+    "oura": {0: "legacy", 1: "vendor", 2: "vendor", 3: "vendor"},
+}
+
+#: The ordered streams a service tries when binding each durable (AA_STREAM_CANDIDATES):
+#: the new home first, the legacy stream as fallback, in every phase.
+CANDIDATES: dict[str, tuple[Role, ...]] = {"hrv": ("core", "legacy"), "oura": ("vendor", "legacy")}
+
+
+@dataclass(frozen=True)
+class Topology:
+    phase: int
+    streams: tuple[StreamSpec, ...]
+    consumers: tuple[ConsumerSpec, ...]
+
+    def stream(self, name: str) -> StreamSpec | None:
+        return next((s for s in self.streams if s.name == name), None)
+
+    def owner(self, subject: str) -> str | None:
+        """The stream whose subjects overlap `subject`, or None."""
+        return next((s.name for s in self.streams if any(subjects_overlap(subject, x) for x in s.subjects)), None)
+
+
+def stream_spec(config: StackConfig, role: Role, subjects: tuple[str, ...]) -> StreamSpec:
+    settings = config.streams[role]
+    return StreamSpec(
+        name=settings.name,
+        subjects=subjects,
+        max_age=settings.max_age,
+        replicas=config.replicas,
+        storage=config.storage,
+        compression=config.compression,
+        discard=config.discard,
+        duplicate_window=config.duplicate_window,
+        description=f"athlete-ally event bus: {role} stream",
+    )
+
+
+def consumer_spec(config: StackConfig, key: str, stream: str) -> ConsumerSpec:
+    settings = config.consumers[key]  # type: ignore[index]
+    return ConsumerSpec(
+        stream=stream,
+        durable_name=settings.durable,
+        ack_policy="explicit",
+        ack_wait=settings.ack_wait,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=settings.max_ack_pending,
+        filter_subjects=(settings.filter_subject,),
+    )
+
+
+def phase_topology(config: StackConfig) -> Topology:
+    """The streams and durables of `config.phase`. Pure: no server, no Pulumi."""
+    owned = OWNERSHIP[config.phase]
+    streams = tuple(stream_spec(config, role, subjects) for role, subjects in owned.items())
+    consumers = tuple(
+        consumer_spec(config, key, config.stream_name(homes[config.phase])) for key, homes in HOMES.items()
+    )
+    return Topology(config.phase, streams, consumers)
+
+
+def bindings(config: StackConfig) -> dict[str, dict[str, object]]:
+    """What services bind to, per durable: its stream now, and the ordered candidates."""
+    return {
+        config.consumers[key].durable: {  # type: ignore[index]
+            "stream": config.stream_name(homes[config.phase]),
+            "candidates": [config.stream_name(r) for r in CANDIDATES[key]],
+        }
+        for key, homes in HOMES.items()
+    }
+
+
+# -- the live snapshot and the plan ------------------------------------------------------
+@dataclass(frozen=True)
+class LiveConsumer:
+    pending: int = 0
+    ack_pending: int = 0
+
+    @property
+    def unprocessed(self) -> int:
+        return self.pending + self.ack_pending
+
+
+@dataclass(frozen=True)
+class LiveStream:
+    name: str
+    subjects: tuple[str, ...] = ()
+    messages: int = 0
+    last_seq: int = 0
+    consumers: dict[str, LiveConsumer] = field(default_factory=dict)
+
+    def owns_any(self, pattern: str) -> bool:
+        return any(subjects_overlap(pattern, s) for s in self.subjects)
+
+
+#: Existing managed streams by name; None when the server could not be read.
+LiveView = dict[str, LiveStream]
+
+
+@dataclass(frozen=True)
+class Plan:
+    streams: tuple[StreamSpec, ...]
+    consumers: tuple[ConsumerSpec, ...]
+    #: stream name -> names of streams whose apply must come first (they claim subjects it releases)
+    after: dict[str, tuple[str, ...]]
+    warnings: tuple[str, ...]
+
+    def ordered_streams(self) -> list[StreamSpec]:
+        """Streams in an order where everything a stream waits for comes before it."""
+        done: list[str] = []
+        pending = {s.name: s for s in self.streams}
+        while pending:
+            ready = [n for n in sorted(pending) if all(d in done or d not in pending for d in self.after.get(n, ()))]
+            if not ready:  # cannot happen: plan() never adds a cycle
+                ready = sorted(pending)
+            for name in ready:
+                done.append(name)
+                del pending[name]
+        by_name = {s.name: s for s in self.streams}
+        return [by_name[n] for n in done]
+
+
+def plan(topology: Topology, config: StackConfig, live: LiveView | None) -> Plan:
+    """Adjust `topology` to the live server so the move loses nothing. Pure."""
+    if live is None:
+        return Plan(topology.streams, topology.consumers, {}, ())
+    warnings: list[str] = []
+    streams = list(topology.streams)
+    consumers = list(topology.consumers)
+    allowed = set(config.allow_data_loss)
+
+    # Streams leaving the topology.
+    declared = {s.name for s in streams}
+    for role, settings in config.streams.items():
+        current = live.get(settings.name)
+        if settings.name in declared or current is None:
+            continue
+        busy = {d: c.unprocessed for d, c in current.consumers.items() if c.unprocessed}
+        if busy:
+            detail = ", ".join(f"{d} has {n} unprocessed" for d, n in sorted(busy.items()))
+            warnings.append(
+                f"stream {settings.name} is not part of phase {topology.phase} but is kept, owning no subjects: "
+                f"{detail}. A later `pulumi up` removes it once its consumers have drained"
+            )
+        elif current.messages and settings.name not in allowed:
+            warnings.append(
+                f"stream {settings.name} is not part of phase {topology.phase} but is kept, owning no subjects: it "
+                f"holds {current.messages} messages. To delete it, add {settings.name!r} to allowDataLoss"
+            )
+        else:
+            continue
+        streams.append(stream_spec(config, role, ()))
+        declared.add(settings.name)
+
+    # Durables leaving a stream while they still have work.
+    wanted = {(c.stream, c.durable_name) for c in consumers}
+    for key, durable_settings in config.consumers.items():
+        for name in sorted(declared):
+            current = live.get(name)
+            state = current.consumers.get(durable_settings.durable) if current else None
+            if (name, durable_settings.durable) in wanted or state is None or not state.unprocessed:
+                continue
+            consumers.append(consumer_spec(config, key, name))
+            warnings.append(
+                f"consumer {durable_settings.durable} on {name} is kept until it drains: {state.pending} pending, "
+                f"{state.ack_pending} awaiting ack. Services bound to it keep processing; a later `pulumi up` removes it"
+            )
+
+    # New durables on streams that are about to gain their subjects start after the old history.
+    adjusted = []
+    for spec in consumers:
+        current = live.get(spec.stream)
+        if (
+            current is not None
+            and spec.durable_name not in current.consumers
+            and not any(current.owns_any(f) for f in spec.filter_subjects)
+        ):
+            spec = spec.model_copy(update={"deliver_policy": "by_start_sequence", "opt_start_seq": current.last_seq + 1})
+        adjusted.append(spec)
+
+    # A stream that loses subjects waits for the stream that claims them.
+    after: dict[str, set[str]] = {}
+    for spec in streams:
+        for subject in spec.subjects:
+            for owner in live.values():
+                if owner.name != spec.name and owner.name in declared and owner.owns_any(subject):
+                    if owner.name not in after.get(spec.name, set()):
+                        after.setdefault(owner.name, set()).add(spec.name)
+    return Plan(
+        tuple(streams),
+        tuple(adjusted),
+        {k: tuple(sorted(v)) for k, v in after.items()},
+        tuple(warnings),
+    )
