@@ -15,7 +15,7 @@ up: setup
 	@bash scripts/nats.sh start
 	@$(ACT) pulumi stack select --create $(STACK) >/dev/null
 	@$(ACT) pulumi up --yes --stack $(STACK) --skip-preview --suppress-progress
-	@$(ACT) echo && eventbus --stack-config Pulumi.$(STACK).yaml stream info
+	@$(ACT) pulumi stack output --stack $(STACK) --json
 
 down:
 	@bash scripts/nats.sh stop

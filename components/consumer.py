@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import pulumi
@@ -15,6 +16,9 @@ from components.errors import DataLossRefused, EventBusError, StreamNotFound
 from components.nats_client import ConnectionSettings, JetStream
 from components.stream import changed_fields
 from components.subjects import name_problem, subject_problem, subjects_overlap
+
+#: How long delete() waits for a consumer's pending messages to drain, seconds.
+DRAIN_TIMEOUT = "drain_timeout"
 
 #: The desired subjects of the consumer's stream, so check() can catch a filter that
 #: no subject of the stream covers before anything reaches the server.
@@ -249,7 +253,18 @@ def _outputs(props: dict[str, Any], stream: str, info: dict) -> dict[str, Any]:
         rc.SERVERS: props[rc.SERVERS],
         rc.CREDENTIALS: props.get(rc.CREDENTIALS) or {},
         rc.ALLOW_DATA_LOSS: bool(props.get(rc.ALLOW_DATA_LOSS)),
+        DRAIN_TIMEOUT: float(props.get(DRAIN_TIMEOUT) or 0),
     }
+
+
+def wait_for_drain(js: JetStream, stream: str, durable: str, timeout: float) -> None:
+    """Give services bound to a consumer up to `timeout` seconds to process what it still holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending, ack_pending = unprocessed(js.consumer_info(stream, durable))
+        if not pending and not ack_pending:
+            return
+        time.sleep(0.25)
 
 
 class ConsumerProvider(dyn.ResourceProvider):
@@ -305,7 +320,7 @@ class ConsumerProvider(dyn.ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
         old, new = _parse(olds), _parse(news)
         fields = changed_fields(old, new)
-        for key in (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS):
+        for key in (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS, DRAIN_TIMEOUT):
             if olds.get(key) != news.get(key) and not rc.unknown(news.get(key)):
                 fields.append(key)
         if not fields:
@@ -355,8 +370,10 @@ class ConsumerProvider(dyn.ResourceProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         js = rc.jetstream(props)
-        guard_consumer_loss(js, id_, bool(props.get(rc.ALLOW_DATA_LOSS)), "deleting it")
         stream, durable = id_.split("/", 1)
+        if not props.get(rc.ALLOW_DATA_LOSS):
+            wait_for_drain(js, stream, durable, float(props.get(DRAIN_TIMEOUT) or 0))
+        guard_consumer_loss(js, id_, bool(props.get(rc.ALLOW_DATA_LOSS)), "deleting it")
         js.consumer_delete(stream, durable)
 
 
@@ -373,6 +390,7 @@ class Consumer(dyn.Resource, module="jetstream", name="Consumer"):
         *,
         stream_subjects: list[str] | None = None,
         allow_data_loss: bool = False,
+        drain_timeout: float = 30.0,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         servers, creds = rc.connection_inputs(connection)
@@ -382,6 +400,7 @@ class Consumer(dyn.Resource, module="jetstream", name="Consumer"):
             rc.SERVERS: servers,
             rc.CREDENTIALS: pulumi.Output.secret(creds) if creds else {},
             rc.ALLOW_DATA_LOSS: allow_data_loss,
+            DRAIN_TIMEOUT: drain_timeout,
             rc.ADOPTION: None,
             "consumer_id": None,
         }

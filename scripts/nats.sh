@@ -17,8 +17,8 @@ case "${1:-status}" in
     if running; then echo "nats-server already running (pid $(cat "$pidfile")) on nats://127.0.0.1:$port"; exit 0; fi
     mkdir -p "$data"
     : > "$log"
-    "$root/.venv/bin/nats-server" -js -a 127.0.0.1 -p "$port" -sd "$data/jetstream" \
-      -P "$pidfile" -l "$log" &
+    nohup setsid "$root/.venv/bin/nats-server" -js -a 127.0.0.1 -p "$port" -sd "$data/jetstream" \
+      -P "$pidfile" -l "$log" </dev/null >/dev/null 2>&1 &
     for _ in $(seq 1 100); do
       grep -q "Server is ready" "$log" 2>/dev/null && { echo "nats-server started on nats://127.0.0.1:$port (data in .nats-data/)"; exit 0; }
       if grep -q "\[FTL\]" "$log" 2>/dev/null; then grep "\[FTL\]" "$log" >&2; exit 1; fi
