@@ -95,4 +95,7 @@ class EventBus(pulumi.ComponentResource):
 
         self.stream_subjects = {s.name: list(s.subjects) for s in decided.streams}
         self.bindings = bindings(stack)
+        #: Managed streams the server held no messages in when this program ran: removing
+        #: one of these loses nothing (the preview report uses it to judge deletions).
+        self.empty_streams = sorted(n for n, s in (live or {}).items() if s.messages == 0)
         self.register_outputs({"streams": self.stream_subjects, "bindings": self.bindings})
