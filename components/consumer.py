@@ -104,6 +104,8 @@ class ConsumerSpec(BaseModel):
         if self.backoff:
             if any(ns(b) <= 0 for b in self.backoff):
                 raise ValueError("every backoff step must be longer than 0")
+            if ns(self.ack_wait) != ns(self.backoff[0]):
+                raise ValueError(f"with backoff, ack_wait must equal the first backoff step ({self.backoff[0]}); the server refuses anything else")
             if self.max_deliver != -1 and self.max_deliver <= len(self.backoff):
                 raise ValueError(f"max_deliver ({self.max_deliver}) must be greater than the number of backoff steps ({len(self.backoff)})")
         if self.max_ack_pending == 0 or self.max_ack_pending < -1:

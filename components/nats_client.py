@@ -61,8 +61,9 @@ class ConnectionSettings(BaseModel):
     @field_validator("servers", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(s.strip() for s in value.split(",") if s.strip())
+        entries = [value] if isinstance(value, str) else value
+        if isinstance(entries, (list, tuple)):
+            return tuple(s.strip() for entry in entries for s in str(entry).split(",") if s.strip())
         return value
 
     @classmethod

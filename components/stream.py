@@ -128,6 +128,15 @@ class StreamSpec(_Model):
 
     @model_validator(mode="before")
     @classmethod
+    def _sealed_means_frozen(cls, data: Any) -> Any:
+        # Sealing makes the server set these (even in pedantic mode): say so up front.
+        if isinstance(data, dict) and data.get("sealed"):
+            data = {**data, "deny_delete": True, "deny_purge": True, "discard": "new", "max_age": "0"}
+            data.pop("denyDelete", None), data.pop("denyPurge", None), data.pop("maxAge", None)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _default_duplicate_window(cls, data: Any) -> Any:
         # The server's default window is 2m, or max_age when that is shorter.
         if isinstance(data, dict) and "duplicate_window" not in data and "duplicateWindow" not in data:

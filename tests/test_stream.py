@@ -1,0 +1,286 @@
+"""The stream provider against a real nats-server: diff rules, adoption, guards, drift, hand-over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.errors import DataLossRefused, EventBusError, ImmutableFieldChange, SubjectOverlap
+from components.nats_client import JetStream
+from components.stream import StreamProvider, StreamSpec, hand_over
+from components.verify import stored_subjects
+from tests.harness import NatsServer
+
+P = StreamProvider()
+BASE = StreamSpec(name="ORDERS", subjects=["orders.>"], max_age="48h", compression="s2")
+
+
+def props(spec: StreamSpec, url: str, **extra: Any) -> dict[str, Any]:
+    return {**spec.props(), "servers": [url], "credentials": {}, "allow_data_loss": False, "takeover": [], **extra}
+
+
+def changed(spec: StreamSpec, **update: Any) -> StreamSpec:
+    return StreamSpec.model_validate({**spec.model_dump(), **update})
+
+
+UPDATABLE = [
+    ("subjects", {"subjects": ("orders.>", "refunds.*")}),
+    ("max_age", {"max_age": "72h"}),
+    ("max_msgs", {"max_msgs": 1000}),
+    ("max_bytes", {"max_bytes": 1 << 20}),
+    ("max_msgs_per_subject", {"max_msgs_per_subject": 10}),
+    ("max_msg_size", {"max_msg_size": 4096}),
+    ("discard", {"discard": "new"}),
+    ("duplicate_window", {"duplicate_window": "5m"}),
+    ("compression", {"compression": "none"}),
+    ("description", {"description": "orders"}),
+    ("metadata", {"metadata": {"team": "platform"}}),
+    ("allow_direct", {"allow_direct": True}),
+    ("allow_rollup_hdrs", {"allow_rollup_hdrs": True}),
+    ("retention", {"retention": "interest"}),
+    ("deny_delete", {"deny_delete": True}),
+    ("deny_purge", {"deny_purge": True}),
+    ("sealed", {"sealed": True}),
+]
+
+
+@pytest.mark.parametrize(("field", "update"), UPDATABLE, ids=[u[0] for u in UPDATABLE])
+def test_diff_updatable_field_change_is_update_and_server_applies_it_in_place(
+    js: JetStream, nats_server: NatsServer, field: str, update: dict) -> None:
+    created = P.create(props(BASE, nats_server.url))
+    new = changed(BASE, **update)
+
+    diff = P.diff(created.id, created.outs, props(new, nats_server.url))
+
+    assert diff.changes is True
+    assert diff.replaces == []
+    after = P.update(created.id, created.outs, props(new, nats_server.url))
+    assert StreamSpec.from_wire(js.stream_info("ORDERS")["config"]) == new
+    assert P.diff(created.id, after.outs, props(new, nats_server.url)).changes is False
+
+
+FIXED = [
+    ("storage", BASE, {"storage": "memory"}),
+    ("retention", BASE, {"retention": "workqueue"}),
+    ("deny_delete", changed(BASE, deny_delete=True), {"deny_delete": False}),
+    ("deny_purge", changed(BASE, deny_purge=True), {"deny_purge": False}),
+    ("mirror", StreamSpec(name="ORDERS"), {"mirror": {"name": "ORIGIN"}, "subjects": ()}),
+]
+
+
+@pytest.mark.parametrize(("field", "base", "update"), FIXED, ids=[f[0] for f in FIXED])
+def test_diff_fixed_field_change_is_replace_and_server_refuses_it_in_place(
+    js: JetStream, nats_server: NatsServer, field: str, base: StreamSpec, update: dict) -> None:
+    js.stream_create(StreamSpec(name="ORIGIN", subjects=["origin.>"]).wire())
+    created = P.create(props(base, nats_server.url))
+    new = changed(base, **update)
+
+    diff = P.diff(created.id, created.outs, props(new, nats_server.url))
+
+    assert diff.changes is True
+    assert diff.replaces == [field]
+    assert diff.delete_before_replace is True
+    with pytest.raises(ImmutableFieldChange) as refused:
+        js.stream_update(new.wire())
+    assert refused.value.err_code in (10052, 10055)
+
+
+def test_diff_sealed_turned_off_is_replace_and_server_refuses_to_unseal(js: JetStream, nats_server: NatsServer) -> None:
+    created = P.create(props(BASE, nats_server.url))
+    sealed = P.update(created.id, created.outs, props(changed(BASE, sealed=True), nats_server.url))
+
+    diff = P.diff(created.id, sealed.outs, props(BASE, nats_server.url))
+
+    assert diff.replaces == ["deny_delete", "deny_purge", "sealed"]  # sealing also set the deny flags
+    with pytest.raises(ImmutableFieldChange) as refused:
+        js.stream_update(BASE.wire())
+    assert refused.value.err_code == 10052
+
+
+def test_diff_first_seq_change_is_replace_because_server_ignores_it_in_place(js: JetStream, nats_server: NatsServer) -> None:
+    created = P.create(props(BASE, nats_server.url))
+    new = changed(BASE, first_seq=100)
+
+    assert P.diff(created.id, created.outs, props(new, nats_server.url)).replaces == ["first_seq"]
+    for _ in range(3):
+        js.publish("orders.new", b"x")
+    # The server takes the update but the stream still starts where it did: in place it is a lie.
+    js.stream_update(new.wire())
+    assert js.stream_info("ORDERS")["state"]["first_seq"] == 1
+
+
+def test_create_then_diff_same_inputs_shows_no_changes(js: JetStream, nats_server: NatsServer) -> None:
+    created = P.create(props(BASE, nats_server.url))
+    assert created.outs["subjects"] == ["orders.>"]
+    assert created.outs["max_age"] == "48h"
+    assert P.diff(created.id, created.outs, props(BASE, nats_server.url)).changes is False
+
+
+def test_create_adopts_stream_made_by_raw_api_like_the_seeds_without_change(js: JetStream, nats_server: NatsServer) -> None:
+    # What the seeds' ensureStream would send, with the compression the server really takes.
+    seeds_config = {
+        "name": "ATHLETE_ALLY_EVENTS", "subjects": ["athlete-ally.>", "vendor.>", "sleep.*"],
+        "max_age": 24 * 3600 * 10**9, "storage": "file", "discard": "old",
+        "duplicate_window": 120 * 10**9, "compression": "s2", "num_replicas": 1,
+    }
+    js.request("$JS.API.STREAM.CREATE.ATHLETE_ALLY_EVENTS", seeds_config)
+    js.publish("vendor.oura.sleep", b"kept")
+    desired = StreamSpec(name="ATHLETE_ALLY_EVENTS", subjects=["athlete-ally.>", "vendor.>", "sleep.*"],
+                         max_age="24h", compression="s2")
+
+    checked = P.check({}, props(desired, nats_server.url))
+    created = P.create(checked.inputs)
+
+    assert checked.failures == []
+    assert checked.inputs["adoption"] == "adopts existing stream ATHLETE_ALLY_EVENTS as is"
+    assert js.stream_info("ATHLETE_ALLY_EVENTS")["state"]["messages"] == 1
+    assert P.diff(created.id, created.outs, props(desired, nats_server.url)).changes is False
+
+
+def test_create_adopts_existing_stream_and_updates_its_updatable_fields(js: JetStream, nats_server: NatsServer) -> None:
+    js.stream_create(changed(BASE, max_age="1h").wire())
+
+    checked = P.check({}, props(BASE, nats_server.url))
+    P.create(checked.inputs)
+
+    assert checked.inputs["adoption"] == "adopts existing stream ORDERS, updating max_age"
+    assert js.stream_info("ORDERS")["config"]["max_age"] == 48 * 3600 * 10**9
+
+
+def test_create_existing_stream_with_other_storage_fails_naming_the_field(js: JetStream, nats_server: NatsServer) -> None:
+    js.stream_create(changed(BASE, storage="memory").wire())
+
+    checked = P.check({}, props(BASE, nats_server.url))
+
+    assert [f.property for f in checked.failures] == ["storage"]
+    assert "already exists" in checked.failures[0].reason
+    with pytest.raises(EventBusError, match="storage"):
+        P.create(props(BASE, nats_server.url))
+    assert js.stream_info("ORDERS")["config"]["storage"] == "memory"
+
+
+BAD_INPUT = [
+    ("name", {"name": "orders stream"}),
+    ("name", {"name": "orders.v2"}),
+    ("subjects", {"subjects": ["orders..new"]}),
+    ("subjects", {"subjects": [""]}),
+    ("subjects", {"subjects": ["orders.>.new"]}),
+    ("subjects", {"subjects": ["orders. new"]}),
+    ("subjects", {"subjects": ["orders.*x"]}),
+    ("subjects", {"subjects": ["orders.>", "orders.new"]}),
+    ("max_age", {"max_age": "-5m"}),
+    ("max_age", {"max_age": "48 hours"}),
+    ("duplicate_window", {"max_age": "1m", "duplicate_window": "5m"}),
+    ("replicas", {"replicas": 0}),
+    ("replicas", {"replicas": 6}),
+    ("max_msgs", {"max_msgs": 0}),
+    ("compression", {"compression": "gzip"}),
+    ("retention", {"retention": "forever"}),
+]
+
+
+@pytest.mark.parametrize(("field", "bad"), BAD_INPUT, ids=[f"{b[0]}={list(b[1].values())[-1]}" for b in BAD_INPUT])
+def test_check_bad_input_fails_naming_the_field_and_leaves_server_untouched(
+    js: JetStream, nats_server: NatsServer, field: str, bad: dict) -> None:
+    news = {**props(BASE, nats_server.url), **bad}
+
+    result = P.check({}, news)
+
+    assert result.failures, "bad input must fail check"
+    assert field in {f.property for f in result.failures} or any(field in f.reason for f in result.failures)
+    assert all(f.reason for f in result.failures)
+    assert js.stream_names() == []
+
+
+def test_delete_stream_with_messages_is_refused_without_opt_in(js: JetStream, nats_server: NatsServer) -> None:
+    created = P.create(props(BASE, nats_server.url))
+    js.publish("orders.new", b"x")
+
+    with pytest.raises(DataLossRefused, match=r"ORDERS.*1 stored messages.*allowDataLoss"):
+        P.delete(created.id, created.outs)
+    assert js.stream_info("ORDERS") is not None
+
+    P.delete(created.id, {**created.outs, "allow_data_loss": True})
+    assert js.stream_info("ORDERS") is None
+
+
+def test_diff_replace_of_stream_with_messages_is_refused_at_preview(js: JetStream, nats_server: NatsServer) -> None:
+    created = P.create(props(BASE, nats_server.url))
+    js.publish("orders.new", b"x")
+
+    with pytest.raises(DataLossRefused, match=r"ORDERS: replacing it because storage cannot change in place would destroy its 1"):
+        P.diff(created.id, created.outs, props(changed(BASE, storage="memory"), nats_server.url))
+
+    allowed = P.diff(created.id, created.outs, props(changed(BASE, storage="memory"), nats_server.url, allow_data_loss=True))
+    assert allowed.replaces == ["storage"]
+
+
+def test_read_after_out_of_band_edit_reports_the_server_config(js: JetStream, nats_server: NatsServer) -> None:
+    created = P.create(props(BASE, nats_server.url))
+    js.stream_update(changed(BASE, max_age="1h").wire())
+
+    read = P.read(created.id, created.outs)
+
+    assert read.outs["max_age"] == "1h"
+    assert read.inputs["max_age"] == "1h"
+    assert P.diff(created.id, read.outs, props(BASE, nats_server.url)).changes is True
+
+
+def test_read_after_out_of_band_delete_drops_the_resource(js: JetStream, nats_server: NatsServer) -> None:
+    created = P.create(props(BASE, nats_server.url))
+    js.stream_delete("ORDERS")
+
+    assert P.read(created.id, created.outs).id == ""
+
+
+def test_update_to_no_subjects_leaves_the_stream_owning_none(js: JetStream, nats_server: NatsServer) -> None:
+    created = P.create(props(BASE, nats_server.url))
+
+    P.update(created.id, created.outs, props(changed(BASE, subjects=()), nats_server.url))
+
+    config = js.stream_info("ORDERS")["config"]
+    assert stored_subjects(config) == []
+    assert "ORDERS" not in (config.get("subjects") or [])
+    assert js.stream_names("ORDERS") == []
+
+
+def test_hand_over_moves_subjects_from_a_takeover_stream(js: JetStream, nats_server: NatsServer) -> None:
+    js.stream_create(StreamSpec(name="LEGACY", subjects=["orders.>", "refunds.>"]).wire())
+
+    P.create(props(BASE, nats_server.url, takeover=["LEGACY"]))
+
+    assert stored_subjects(js.stream_info("LEGACY")["config"]) == ["refunds.>"]
+    assert stored_subjects(js.stream_info("ORDERS")["config"]) == ["orders.>"]
+
+
+def test_hand_over_from_an_unmanaged_stream_is_refused_naming_it(js: JetStream) -> None:
+    js.stream_create(StreamSpec(name="OTHER", subjects=["orders.eu.>"]).wire())
+
+    with pytest.raises(SubjectOverlap) as refused:
+        hand_over(js, "ORDERS", ("orders.>",), takeover=["LEGACY"])
+
+    assert refused.value.err_code == 10065
+    assert "OTHER" in str(refused.value)
+    assert stored_subjects(js.stream_info("OTHER")["config"]) == ["orders.eu.>"]
+
+
+@pytest.mark.cluster
+def test_create_with_replicas_3_on_the_cluster_keeps_three_copies(cluster_js: JetStream, nats_cluster: Any) -> None:
+    spec = changed(BASE, replicas=3)
+
+    created = P.create(props(spec, nats_cluster.url))
+
+    info = cluster_js.stream_info("ORDERS")
+    assert info["config"]["num_replicas"] == 3
+    assert len(info["cluster"].get("replicas") or []) == 2  # the leader plus two replicas
+    assert P.diff(created.id, created.outs, props(spec, nats_cluster.url)).changes is False
+
+
+def test_create_with_replicas_3_on_a_single_server_fails_with_err_code_10074(js: JetStream, nats_server: NatsServer) -> None:
+    from components.errors import ReplicasUnsupported
+
+    with pytest.raises(ReplicasUnsupported) as refused:
+        P.create(props(changed(BASE, replicas=3), nats_server.url))
+    assert refused.value.err_code == 10074
+    assert "replicas 1 on a single server" in str(refused.value)
