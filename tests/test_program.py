@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from components.nats_client import JetStream
+from components.nats_client import ConnectionSettings, JetStream
 from components.verify import stored_subjects
-from tests.harness import PulumiProject
+from tests.harness import NatsServer, PulumiProject
 
 pytestmark = pytest.mark.pulumi
 
@@ -30,3 +32,70 @@ def test_up_phase0_then_preview_shows_no_changes_then_destroy_removes_all(projec
 
     project.destroy()
     assert js.stream_names() == []
+
+
+def test_refresh_after_out_of_band_edit_shows_drift_and_up_restores(project: PulumiProject, js: JetStream) -> None:
+    project.up()
+    config = js.stream_info("AA_DLQ")["config"]
+    js.stream_update({**config, "max_age": 3600 * 10**9, "metadata": {}})
+
+    drift = project.refresh("--expect-no-changes", check=False)
+    assert drift.returncode != 0
+    assert "AA_DLQ" in drift.stdout and "max_age" in drift.stdout
+
+    project.refresh()
+    project.up()
+    assert js.stream_info("AA_DLQ")["config"]["max_age"] == 14 * 24 * 3600 * 10**9
+    assert project.preview("--expect-no-changes").returncode == 0
+
+
+def test_up_after_out_of_band_delete_recreates_stream_and_consumer(project: PulumiProject, js: JetStream) -> None:
+    project.up()
+    js.consumer_delete("ATHLETE_ALLY_EVENTS", "normalize-oura")
+    js.stream_delete("AA_DLQ")
+
+    project.refresh()
+    project.up()
+
+    assert js.stream_info("AA_DLQ") is not None
+    assert js.consumer_info("ATHLETE_ALLY_EVENTS", "normalize-oura") is not None
+    assert project.preview("--expect-no-changes").returncode == 0
+
+
+def test_bad_phase_fails_preview_naming_the_key_and_changes_nothing(project: PulumiProject, js: JetStream) -> None:
+    project.set("phase", 7)
+
+    done = project.preview(check=False)
+
+    assert done.returncode != 0
+    assert "aa-event-bus:phase" in done.stdout + done.stderr
+    assert "less than or equal to 3" in done.stdout + done.stderr
+    assert js.stream_names() == []
+
+
+def test_bad_stream_override_fails_preview_naming_the_key(project: PulumiProject, js: JetStream) -> None:
+    project.set("streams", {"vendor": {"name": "AA VENDOR", "maxAge": "48h"}})
+
+    done = project.preview(check=False)
+
+    assert done.returncode != 0
+    assert "aa-event-bus:streams.vendor.name" in done.stdout + done.stderr
+    assert js.stream_names() == []
+
+
+def test_credentials_are_secrets_absent_from_exported_state(tmp_path: Path) -> None:
+    password = "s3cret-Passw0rd-for-test"
+    server = NatsServer(tmp_path, name="auth", extra=["--user", "bus", "--pass", password]).start()
+    try:
+        project = PulumiProject(tmp_path, config={"phase": 0, "natsUrl": server.url, "natsUser": "bus"})
+        project.set("natsPassword", password, secret=True)
+        project.up()
+
+        js = JetStream(ConnectionSettings(servers=server.url, user="bus", password=password))
+        assert js.stream_info("ATHLETE_ALLY_EVENTS") is not None
+        exported = project.export()
+        assert password not in exported
+        assert '"credentials"' in exported and "ciphertext" in exported
+        assert password not in project.stack_file.read_text()
+    finally:
+        server.stop()

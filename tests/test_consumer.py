@@ -1,0 +1,200 @@
+"""The consumer provider against a real nats-server: diff rules, adoption, guards, drift."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.consumer import ConsumerProvider, ConsumerSpec
+from components.errors import DataLossRefused, EventBusError, ImmutableFieldChange, PedanticRejection
+from components.nats_client import JetStream
+from components.stream import StreamSpec
+from tests.harness import NatsServer
+
+P = ConsumerProvider()
+PULL = ConsumerSpec(stream="EVENTS", durable_name="worker", filter_subjects=["events.a.>"], ack_wait="60s", max_deliver=5)
+PUSH = ConsumerSpec(stream="EVENTS", durable_name="worker", filter_subjects=["events.a.>"], deliver_subject="deliver.worker")
+
+
+@pytest.fixture
+def stream(js: JetStream) -> StreamSpec:
+    spec = StreamSpec(name="EVENTS", subjects=["events.>"])
+    js.stream_create(spec.wire())
+    return spec
+
+
+def props(spec: ConsumerSpec, url: str, **extra: Any) -> dict[str, Any]:
+    return {**spec.props(), "servers": [url], "credentials": {}, "allow_data_loss": False,
+            "stream_subjects": ["events.>"], "drain_timeout": 0, **extra}
+
+
+def changed(spec: ConsumerSpec, **update: Any) -> ConsumerSpec:
+    return ConsumerSpec.model_validate({**spec.model_dump(), **update})
+
+
+UPDATABLE = [
+    ("ack_wait", PULL, {"ack_wait": "90s"}),
+    ("max_deliver", PULL, {"max_deliver": 10}),
+    ("filter_subjects", PULL, {"filter_subjects": ("events.b.>",)}),
+    ("filter_subjects", PULL, {"filter_subjects": ("events.a.>", "events.b.>")}),
+    ("max_ack_pending", PULL, {"max_ack_pending": 50}),
+    ("description", PULL, {"description": "normalizer"}),
+    ("headers_only", PULL, {"headers_only": True}),
+    ("inactive_threshold", PULL, {"inactive_threshold": "1h"}),
+    ("metadata", PULL, {"metadata": {"owner": "normalize-service"}}),
+    ("backoff", PULL, {"backoff": ("60s", "120s"), "max_deliver": 5}),
+    ("replicas", PULL, {"replicas": 1}),
+    ("deliver_group", PUSH, {"deliver_group": "workers"}),
+    ("rate_limit_bps", PUSH, {"rate_limit_bps": 1000}),
+    ("deliver_subject", PUSH, {"deliver_subject": "deliver.other"}),
+]
+
+
+@pytest.mark.parametrize(("field", "base", "update"), UPDATABLE, ids=[f"{u[0]}-{i}" for i, u in enumerate(UPDATABLE)])
+def test_diff_updatable_field_change_is_update_and_server_applies_it_in_place(
+    js: JetStream, nats_server: NatsServer, stream: StreamSpec, field: str, base: ConsumerSpec, update: dict) -> None:
+    created = P.create(props(base, nats_server.url))
+    new = changed(base, **update)
+
+    diff = P.diff(created.id, created.outs, props(new, nats_server.url))
+
+    assert diff.changes is True
+    assert diff.replaces == []
+    after = P.update(created.id, created.outs, props(new, nats_server.url))
+    assert ConsumerSpec.from_wire("EVENTS", js.consumer_info("EVENTS", "worker")["config"]) == new
+    assert P.diff(created.id, after.outs, props(new, nats_server.url)).changes is False
+
+
+FIXED = [
+    ("deliver_policy", PULL, {"deliver_policy": "new"}),
+    ("opt_start_seq", changed(PULL, deliver_policy="by_start_sequence", opt_start_seq=1), {"opt_start_seq": 5}),
+    ("ack_policy", PULL, {"ack_policy": "all"}),
+    ("replay_policy", PULL, {"replay_policy": "original"}),
+    ("max_waiting", PULL, {"max_waiting": 100}),
+    ("mem_storage", PULL, {"mem_storage": True}),
+    ("deliver_subject", PULL, {"deliver_subject": "deliver.worker", "max_waiting": None}),
+    ("idle_heartbeat", PUSH, {"idle_heartbeat": "5s"}),
+    ("flow_control", changed(PUSH, idle_heartbeat="5s"), {"flow_control": True}),
+]
+
+
+@pytest.mark.parametrize(("field", "base", "update"), FIXED, ids=[f[0] for f in FIXED])
+def test_diff_fixed_field_change_is_replace_and_server_refuses_it_in_place(
+    js: JetStream, nats_server: NatsServer, stream: StreamSpec, field: str, base: ConsumerSpec, update: dict) -> None:
+    created = P.create(props(base, nats_server.url))
+    new = changed(base, **update)
+
+    diff = P.diff(created.id, created.outs, props(new, nats_server.url))
+
+    assert field in diff.replaces
+    assert diff.delete_before_replace is True
+    with pytest.raises(ImmutableFieldChange) as refused:
+        js.consumer_upsert("EVENTS", new.wire(), "update")
+    assert refused.value.err_code == 10012
+
+
+def test_create_adopts_consumer_made_by_raw_api_like_the_seeds_without_change(
+    js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
+    # nats.js consumerOpts(): durable, explicit ack, maxDeliver 5, ackWait 60s.
+    js.request("$JS.API.CONSUMER.CREATE.EVENTS.worker", {"stream_name": "EVENTS", "config": {
+        "durable_name": "worker", "ack_policy": "explicit", "max_deliver": 5, "ack_wait": 60 * 10**9,
+        "filter_subject": "events.a.>", "deliver_policy": "all"}})
+
+    checked = P.check({}, props(PULL, nats_server.url))
+    created = P.create(checked.inputs)
+
+    assert checked.inputs["adoption"] == "adopts existing consumer EVENTS/worker as is"
+    assert P.diff(created.id, created.outs, props(PULL, nats_server.url)).changes is False
+
+
+def test_create_existing_consumer_with_other_ack_policy_fails_naming_the_field(
+    js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
+    js.consumer_upsert("EVENTS", changed(PULL, ack_policy="all").wire(), "create")
+
+    checked = P.check({}, props(PULL, nats_server.url))
+
+    assert [f.property for f in checked.failures] == ["ack_policy"]
+    with pytest.raises(EventBusError, match="ack_policy"):
+        P.create(props(PULL, nats_server.url))
+
+
+BAD_INPUT = [
+    ("durable_name", {"durable_name": "normalize hrv"}),
+    ("filter_subjects", {"filter_subjects": ["events..a"]}),
+    ("filter_subjects", {"filter_subjects": ["events.a.>", "events.a.b"]}),
+    ("filter_subjects", {"filter_subjects": ["other.>"]}),
+    ("ack_wait", {"ack_wait": "0"}),
+    ("max_deliver", {"max_deliver": 0}),
+    ("backoff", {"backoff": ["1s"], "ack_wait": "60s"}),
+    ("max_waiting", {"deliver_subject": "deliver.x", "max_waiting": 10}),
+    ("opt_start_seq", {"deliver_policy": "by_start_sequence"}),
+]
+
+
+@pytest.mark.parametrize(("field", "bad"), BAD_INPUT, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_INPUT)])
+def test_check_bad_input_fails_naming_the_field_and_leaves_server_untouched(
+    js: JetStream, nats_server: NatsServer, stream: StreamSpec, field: str, bad: dict) -> None:
+    result = P.check({}, {**props(PULL, nats_server.url), **bad})
+
+    assert result.failures
+    text = " ".join(f"{f.property} {f.reason}" for f in result.failures)
+    assert field in text
+    assert js.consumer_infos("EVENTS") == []
+
+
+def test_delete_consumer_with_pending_messages_is_refused_without_opt_in(
+    js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
+    created = P.create(props(PULL, nats_server.url))
+    js.publish("events.a.1", b"work")
+
+    with pytest.raises(DataLossRefused, match=r"worker on stream EVENTS.*1 messages pending"):
+        P.delete(created.id, created.outs)
+    assert js.consumer_info("EVENTS", "worker") is not None
+
+    P.delete(created.id, {**created.outs, "allow_data_loss": True})
+    assert js.consumer_info("EVENTS", "worker") is None
+
+
+def test_delete_consumer_without_pending_messages_succeeds(js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
+    created = P.create(props(PULL, nats_server.url))
+    js.publish("events.other", b"not for this consumer")
+
+    P.delete(created.id, created.outs)
+
+    assert js.consumer_info("EVENTS", "worker") is None
+
+
+def test_read_after_out_of_band_edit_reports_the_server_config(js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
+    created = P.create(props(PULL, nats_server.url))
+    js.consumer_upsert("EVENTS", changed(PULL, max_deliver=9).wire(), "update")
+
+    read = P.read(created.id, created.outs)
+
+    assert read.outs["max_deliver"] == 9
+    assert P.diff(created.id, read.outs, props(PULL, nats_server.url)).changes is True
+
+
+def test_read_after_out_of_band_delete_drops_the_resource(js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
+    created = P.create(props(PULL, nats_server.url))
+    js.consumer_delete("EVENTS", "worker")
+
+    assert P.read(created.id, created.outs).id == ""
+
+
+def test_create_on_missing_stream_fails_with_err_code_10059(js: JetStream, nats_server: NatsServer) -> None:
+    from components.errors import StreamNotFound
+
+    with pytest.raises(StreamNotFound) as refused:
+        P.create(props(PULL, nats_server.url))
+    assert refused.value.err_code == 10059
+    assert refused.value.stream == "EVENTS"
+
+
+def test_pedantic_request_rejects_what_the_server_would_rewrite(js: JetStream, stream: StreamSpec) -> None:
+    # Without pedantic mode the server would silently replace ack_wait with the first backoff step.
+    config = {**PULL.wire(), "backoff": [10**9, 5 * 10**9]}
+
+    with pytest.raises(PedanticRejection) as refused:
+        js.consumer_upsert("EVENTS", config, "create")
+    assert refused.value.err_code == 10157
