@@ -6,6 +6,7 @@ fails `pulumi preview` with the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -119,10 +120,10 @@ class StackConfig(_Model):
         # Overrides may name only some streams, or only some fields of one.
         if not isinstance(value, dict):
             return value
-        merged: dict[str, Any] = {k: v.model_dump() for k, v in _default_streams().items()}
+        merged: dict[str, Any] = {k: v.model_dump(by_alias=True) for k, v in _default_streams().items()}
         for role, override in value.items():
             if role in merged and isinstance(override, dict):
-                merged[role] = {**merged[role], **override}
+                merged[role] = {**merged[role], **{to_camel(k): v for k, v in override.items()}}
             else:
                 merged[role] = override
         return merged
@@ -132,10 +133,10 @@ class StackConfig(_Model):
     def _merge_consumers(cls, value: object) -> object:
         if not isinstance(value, dict):
             return value
-        merged: dict[str, Any] = {k: v.model_dump() for k, v in _default_durables().items()}
+        merged: dict[str, Any] = {k: v.model_dump(by_alias=True) for k, v in _default_durables().items()}
         for key, override in value.items():
             if key in merged and isinstance(override, dict):
-                merged[key] = {**merged[key], **override}
+                merged[key] = {**merged[key], **{to_camel(k): v for k, v in override.items()}}
             else:
                 merged[key] = override
         return merged
@@ -155,7 +156,8 @@ class StackConfig(_Model):
         for role, settings in self.streams.items():
             if ns(settings.max_age) and ns(self.duplicate_window) > ns(settings.max_age):
                 raise ValueError(
-                    f"duplicateWindow {self.duplicate_window} is longer than streams.{role}.maxAge {settings.max_age}"
+                    f"duplicateWindow: {self.duplicate_window} is longer than streams.{role}.maxAge {settings.max_age}; "
+                    "make it at most the shortest maxAge"
                 )
         if any(h < 0 or h > 3 for h in self.rollout_hooks):
             raise ValueError("rolloutHooks: keys are phases 0 to 3")
@@ -173,12 +175,16 @@ def _friendly(exc: ValidationError, prefix: str) -> ConfigError:
     first_key = prefix
     for i, err in enumerate(exc.errors()):
         loc = ".".join(to_camel(str(p)) if isinstance(p, str) else str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc and (named := re.match(r"([a-z][\w.]*): ", msg)):
+            # A check across keys names its key first ("streams: ...").
+            loc, msg = named.group(1), msg[named.end():]
         key = f"{prefix}:{loc}" if loc else prefix
         if i == 0:
             first_key = key
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{key}: {err['msg'].removeprefix('Value error, ')}{shown}")
+        lines.append(f"{key}: {msg}{shown}")
     return ConfigError(first_key, "invalid stack config:\n  " + "\n  ".join(lines))
 
 
