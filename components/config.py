@@ -17,8 +17,8 @@ from components.errors import ConfigError
 from components.nats_client import ConnectionSettings
 from components.subjects import name_problem, subject_problem
 
-ROLES = ("legacy", "core", "vendor", "dlq")
 Role = Literal["legacy", "core", "vendor", "dlq"]
+ROLES: tuple[Role, ...] = ("legacy", "core", "vendor", "dlq")
 
 
 class _Model(BaseModel):
@@ -70,7 +70,7 @@ class DurableSettings(_Model):
         return value
 
 
-def _default_streams() -> dict[str, StreamSettings]:
+def _default_streams() -> dict[Role, StreamSettings]:
     return {
         "legacy": StreamSettings(name="ATHLETE_ALLY_EVENTS", max_age="24h"),
         "core": StreamSettings(name="AA_CORE_HOT", max_age="48h"),
@@ -79,7 +79,7 @@ def _default_streams() -> dict[str, StreamSettings]:
     }
 
 
-def _default_durables() -> dict[str, DurableSettings]:
+def _default_durables() -> dict[Literal["hrv", "oura"], DurableSettings]:
     return {
         "hrv": DurableSettings(durable="normalize-hrv-durable", filter_subject="athlete-ally.hrv.>"),
         "oura": DurableSettings(durable="normalize-oura", filter_subject="vendor.oura.>"),
@@ -235,4 +235,4 @@ def load_pulumi_config() -> tuple[StackConfig, ConnectionSettings]:
         "tls_key": "natsTlsKey",
     }
     plain = {field: get_config(f"{cfg.name}:{key}") for field, key in keys.items()}
-    return stack, ConnectionSettings(servers=stack.nats_url, **{k: v for k, v in plain.items() if v})
+    return stack, ConnectionSettings.model_validate({"servers": stack.nats_url, **{k: v for k, v in plain.items() if v}})

@@ -82,17 +82,17 @@ class ConnectionSettings(BaseModel):
             with open(path, encoding="utf-8") as fh:
                 return fh.read()
 
-        return cls(
-            servers=url or os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
-            user=os.environ.get("NATS_USER") or None,
-            password=os.environ.get("NATS_PASSWORD") or None,
-            token=os.environ.get("NATS_TOKEN") or None,
-            creds=read("NATS_CREDS"),
-            nkey_seed=read("NATS_NKEY"),
-            tls_ca=read("NATS_CA"),
-            tls_cert=read("NATS_CERT"),
-            tls_key=read("NATS_KEY"),
-        )
+        return cls.model_validate({
+            "servers": url or os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+            "user": os.environ.get("NATS_USER") or None,
+            "password": os.environ.get("NATS_PASSWORD") or None,
+            "token": os.environ.get("NATS_TOKEN") or None,
+            "creds": read("NATS_CREDS"),
+            "nkey_seed": read("NATS_NKEY"),
+            "tls_ca": read("NATS_CA"),
+            "tls_cert": read("NATS_CERT"),
+            "tls_key": read("NATS_KEY"),
+        })
 
     def cache_key(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()

@@ -225,12 +225,12 @@ def plan(topology: Topology, config: StackConfig, live: LiveView | None) -> Plan
 
     # A stream that loses subjects waits for the stream that claims them.
     after: dict[str, set[str]] = {}
-    for spec in streams:
-        for subject in spec.subjects:
+    for stream in streams:
+        for subject in stream.subjects:
             for owner in live.values():
-                if owner.name != spec.name and owner.name in declared and owner.owns_any(subject):
-                    if owner.name not in after.get(spec.name, set()):
-                        after.setdefault(owner.name, set()).add(spec.name)
+                if owner.name != stream.name and owner.name in declared and owner.owns_any(subject):
+                    if owner.name not in after.get(stream.name, set()):
+                        after.setdefault(owner.name, set()).add(stream.name)
     return Plan(
         tuple(streams),
         tuple(adjusted),

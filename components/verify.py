@@ -59,15 +59,15 @@ def verify_phase(js: JetStream, stack: StackConfig, phase: int) -> list[Finding]
         else:
             findings.append(Finding("fail", spec.name, f"owns {have or 'nothing'}, expected {want or 'nothing'}"))
 
-    for spec in expected.consumers:
-        if infos.get(spec.stream) is None:
-            findings.append(Finding("fail", f"{spec.stream}/{spec.durable_name}", "stream missing, so the consumer is too"))
+    for cspec in expected.consumers:
+        if infos.get(cspec.stream) is None:
+            findings.append(Finding("fail", f"{cspec.stream}/{cspec.durable_name}", "stream missing, so the consumer is too"))
             continue
-        info = js.consumer_info(spec.stream, spec.durable_name)
+        info = js.consumer_info(cspec.stream, cspec.durable_name)
         if info is None:
-            findings.append(Finding("fail", f"{spec.stream}/{spec.durable_name}", "consumer missing"))
+            findings.append(Finding("fail", f"{cspec.stream}/{cspec.durable_name}", "consumer missing"))
         else:
-            findings.append(Finding("pass", f"{spec.stream}/{spec.durable_name}", f"consumer present, {info.get('num_pending', 0)} pending"))
+            findings.append(Finding("pass", f"{cspec.stream}/{cspec.durable_name}", f"consumer present, {info.get('num_pending', 0)} pending"))
 
     expected_names = {s.name for s in expected.streams}
     homes = {(c.stream, c.durable_name) for c in expected.consumers}
