@@ -124,6 +124,7 @@ class PulumiProject:
     stack: str = "test"
     config: dict[str, Any] = field(default_factory=dict)
     program: Path = ROOT
+    namespace: str = "aa-event-bus"
 
     def __post_init__(self) -> None:
         self.dir = self.workdir / "project"
@@ -166,19 +167,19 @@ class PulumiProject:
             return
         data = yaml.safe_load(self.stack_file.read_text()) if self.stack_file.exists() else {}
         data = data or {}
-        data.setdefault("config", {})[f"aa-event-bus:{key}"] = value
+        data.setdefault("config", {})[f"{self.namespace}:{key}"] = value
         self.stack_file.write_text(yaml.safe_dump(data))
 
     def unset(self, key: str) -> None:
         data = yaml.safe_load(self.stack_file.read_text()) or {}
-        data.get("config", {}).pop(f"aa-event-bus:{key}", None)
+        data.get("config", {}).pop(f"{self.namespace}:{key}", None)
         self.stack_file.write_text(yaml.safe_dump(data))
 
-    def up(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run("up", "--yes", "--skip-preview", "--stack", self.stack, *extra, check=check)
+    def up(self, *extra: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return self.run("up", "--yes", "--skip-preview", "--stack", self.stack, *extra, check=check, timeout=timeout)
 
-    def preview(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run("preview", "--stack", self.stack, *extra, check=check)
+    def preview(self, *extra: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return self.run("preview", "--stack", self.stack, *extra, check=check, timeout=timeout)
 
     def preview_json(self, *extra: str) -> dict:
         done = self.preview("--json", *extra, check=False)
