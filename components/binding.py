@@ -109,6 +109,8 @@ def choose(probes: Sequence[Probe]) -> str | None:
 
 
 def _why(exc: BaseException) -> str:
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError) and not exc.err_code:
+        return "no responders (503): the stream or consumer is gone, or JetStream is unavailable"
     if isinstance(exc, nats.js.errors.APIError):
         text = {10059: "stream not found", 10014: "consumer not found"}.get(exc.err_code or 0, exc.description or "")
         return f"{text} (err_code {exc.err_code})" if exc.err_code else text or type(exc).__name__
@@ -292,8 +294,10 @@ class Worker:
             self._destination = first.stream
             sub = await js.pull_subscribe_bind(durable=self.durable, stream=target)
             self.bound_stream = target
+            skipped = [f"{p.stream}: {p.why}" for p in probes[: probes.index(chosen)] if not p.present]
             if target == first.stream:
-                self._emit(logging.INFO, "bound", target, unprocessed=chosen.unprocessed)
+                self._emit(logging.INFO, "bound" + (f" (passed over {'; '.join(skipped)})" if skipped else ""), target,
+                           unprocessed=chosen.unprocessed)
             else:
                 self._emit(logging.INFO, f"bound to drain the backlog before moving to {first.stream}", target,
                            unprocessed=chosen.unprocessed)
@@ -346,7 +350,7 @@ class Worker:
                         continue
                     here = next((p for p in probes if p.stream == stream), None)
                     if here is not None and here.present and want is not None:
-                        what = "drained" if here.unprocessed == 0 else f"{want} has a backlog to drain first"
+                        what = "nothing left to drain here" if here.unprocessed == 0 else f"{want} has a backlog to drain first"
                         self._emit(logging.INFO, f"{what}; moving to {want}", stream)
                     else:
                         self._emit(logging.WARNING, f"{here.why if here else 'gone'}; rebinding", stream)
