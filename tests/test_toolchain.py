@@ -41,3 +41,19 @@ def test_setup_run_again_is_quick_and_changes_nothing() -> None:
     done = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], capture_output=True, text=True, check=True)
     assert "installing" not in done.stderr and "building" not in done.stderr
     assert (VENV_BIN / "pulumi").stat().st_ino == before
+
+
+def test_committed_stack_files_parse_staging_one_replica_production_three() -> None:
+    import yaml
+
+    from components.config import parse_stack_config
+
+    def load(stack: str):
+        raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        values = {k.split(":", 1)[1]: v for k, v in raw.items()}
+        return parse_stack_config({k: int(v) if k in ("phase", "replicas") else v for k, v in values.items()})
+
+    staging, production = load("staging"), load("production")
+    assert (staging.replicas, production.replicas) == (1, 3)
+    assert staging.nats_url == "nats://127.0.0.1:4223"
+    assert len(production.nats_url.split(",")) == 3
