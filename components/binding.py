@@ -261,6 +261,10 @@ class Worker:
                 continue
             try:
                 await self._serve(nc, stop)
+            except (nats.errors.Error, OSError) as exc:  # the connection failed under us: start over
+                self._emit(logging.WARNING, f"connection lost, reconnecting: {type(exc).__name__}: {exc}",
+                           self.bound_stream)
+                await self._sleep(stop, self.retry_delay)
             finally:
                 self.bound_stream = None
                 try:

@@ -8,6 +8,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -324,3 +325,25 @@ def test_worker_no_candidate_retries_then_binds_when_created(js: JetStream, nats
         w.stop()
     retries = [line for line in handler.lines if "not bound, retrying" in line]
     assert retries and all("AA_CORE_HOT: stream not found" in line and "stream=-" in line for line in retries)
+
+
+def test_worker_server_restart_reconnects_and_keeps_consuming(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path, name="restart").start()
+    try:
+        js = JetStream(ConnectionSettings(servers=server.url))
+        advance(js, 2)
+        seen = Seen()
+        w = worker(server.url, seen, [CORE, LEGACY])
+        w.start()
+        try:
+            assert w.wait_bound(CORE, timeout=10)
+            server.stop()
+            server.start()
+            js = JetStream(ConnectionSettings(servers=server.url))
+            assert wait_until(lambda: js.stream_info(CORE) is not None, 15)
+            publish(js, HRV_SUBJECT, ["after-restart"])
+            assert wait_until(lambda: (CORE, "after-restart") in seen.items, 30)
+        finally:
+            w.stop()
+    finally:
+        server.stop()
