@@ -19,6 +19,7 @@ import click
 import yaml
 
 from components import diagnostics as dx
+from components import preview_report
 from components.config import StackConfig, parse_stack_config
 from components.errors import ConfigError, EventBusError
 from components.nats_client import ConnectionSettings, JetStream
@@ -270,6 +271,10 @@ def plan_cmd(click_ctx: click.Context, phase: int) -> None:
     }
     report = dx.plan_report(ctx.stack, phase, live, consumers, counts)
     _emit(ctx, dx.format_plan(report, ctx.url, ctx.stack_phase), dx.plan_json(report, ctx.url, ctx.stack_phase))
+
+
+# -- preview-report (components/preview_report.py) ---------------------------------------
+main.add_command(preview_report.command)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m components.cli`

@@ -373,3 +373,12 @@ def test_pulumi_phase0_plan_then_up_phase1_then_verify_passes(project: PulumiPro
                           check=False)
     assert done.returncode == 1
     assert "Phase 2 verification FAILED" in done.stdout
+
+
+def test_preview_report_runs_as_eventbus_subcommand() -> None:
+    from components import preview_report
+
+    fixture = Path(__file__).parent / "fixtures" / "previews" / "phase_2_to_1.json"
+    result = CliRunner().invoke(main, ["preview-report", "--from-file", str(fixture), "--stack", "staging"])
+    assert result.exit_code == preview_report.BLOCKED, result.output
+    assert result.stdout.startswith("### Event bus preview: `staging`, phase 2 → 1")
