@@ -269,7 +269,7 @@ def wait_for_drain(js: JetStream, stream: str, durable: str, timeout: float) -> 
         time.sleep(0.25)
 
 
-class ConsumerProvider(dyn.ResourceProvider):
+class ConsumerProvider(rc.OptInAware, dyn.ResourceProvider):
     """Create, read, update and delete one durable consumer. Stateless: pickled by reference."""
 
     serialize_as_secret_always = False
@@ -307,11 +307,12 @@ class ConsumerProvider(dyn.ResourceProvider):
         existing = ConsumerSpec.from_wire(spec.stream, info["config"])
         fixed = replace_reasons(existing, spec)
         if fixed:
-            return dyn.CheckFailure(
-                next(iter(fixed)),
+            # As for streams: a replacement is checked with no old inputs too.
+            inputs[rc.ADOPTION] = (
                 f"consumer {spec.id} already exists with a different {', '.join(fixed)} "
-                f"({'; '.join(fixed.values())}); delete it first or match its config",
+                f"({'; '.join(fixed.values())}); unless this replaces it, create will fail: delete it or match its config"
             )
+            return None
         changed = changed_fields(existing, spec)
         inputs[rc.ADOPTION] = (
             f"adopts existing consumer {spec.id}, updating {', '.join(changed)}" if changed
@@ -368,14 +369,15 @@ class ConsumerProvider(dyn.ResourceProvider):
         if info is None:
             return dyn.ReadResult("", {})
         outs = _outputs(props, stream, info)
-        return dyn.ReadResult(id_, outs, outs)
+        return dyn.ReadResult(id_, outs, rc.input_view(outs, ("consumer_id",)))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         js = rc.jetstream(props)
         stream, durable = id_.split("/", 1)
-        if not props.get(rc.ALLOW_DATA_LOSS):
+        allowed = self.allowed(props, id_)
+        if not allowed:
             wait_for_drain(js, stream, durable, float(props.get(DRAIN_TIMEOUT) or 0))
-        guard_consumer_loss(js, id_, bool(props.get(rc.ALLOW_DATA_LOSS)), "deleting it")
+        guard_consumer_loss(js, id_, allowed, "deleting it")
         js.consumer_delete(stream, durable)
 
 

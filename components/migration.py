@@ -74,13 +74,16 @@ class EventBus(pulumi.ComponentResource):
             )
 
         consumers = []
+        planned = {c.id for c in topology.consumers}
         for cspec in decided.consumers:
             stream_spec = next(s for s in decided.streams if s.name == cspec.stream)
+            # A durable kept to drain may sit on a stream that no longer owns its filter.
+            stream_subjects = list(stream_spec.subjects) if cspec.id in planned else []
             consumers.append(Consumer(
                 cspec.id,
                 cspec,
                 connection,
-                stream_subjects=list(stream_spec.subjects),
+                stream_subjects=stream_subjects,
                 allow_data_loss=cspec.id in allowed,
                 drain_timeout=ns(stack.drain_timeout) / 1e9,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[streams[cspec.stream]], ignore_changes=START_FIELDS),

@@ -16,6 +16,9 @@ ALLOW_DATA_LOSS = "allow_data_loss"
 #: Set by check() on a create that adopts an existing object; shown in the preview.
 ADOPTION = "adoption"
 
+#: The stack config key (project namespace) naming objects that may lose data.
+ALLOW_DATA_LOSS_KEY = "aa-event-bus:allowDataLoss"
+
 #: Stream writes (create, update, subject hand-over) run one at a time in a provider
 #: process, so a hand-over's read-modify-write of another stream never races an update.
 STREAM_WRITE_LOCK = threading.RLock()
@@ -46,3 +49,39 @@ def unknown(value: Any) -> bool:
     from pulumi.runtime.rpc import UNKNOWN
 
     return isinstance(value, str) and value == UNKNOWN
+
+
+def opt_ins(raw: Any) -> frozenset[str]:
+    """The names in a raw `allowDataLoss` config value (a JSON list, as Pulumi passes it)."""
+    import json
+
+    if raw is None:
+        return frozenset()
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = [raw]
+    return frozenset(str(v) for v in raw) if isinstance(raw, (list, tuple)) else frozenset()
+
+
+class OptInAware:
+    """Mixin for providers: the current stack's `allowDataLoss`, read in configure().
+
+    A resource the program no longer declares is deleted with its old state, which
+    predates an opt-in added in the same change. So a delete also honours the opt-in
+    of the stack config the deployment runs with.
+    """
+
+    _stack_opt_ins: frozenset[str] = frozenset()
+
+    def configure(self, req: Any) -> None:
+        self._stack_opt_ins = opt_ins(req.config.get(ALLOW_DATA_LOSS_KEY))
+
+    def allowed(self, props: dict[str, Any], name: str) -> bool:
+        return bool(props.get(ALLOW_DATA_LOSS)) or name in self._stack_opt_ins
+
+
+def input_view(outs: dict[str, Any], output_only: tuple[str, ...]) -> dict[str, Any]:
+    """What read() reports as inputs: the outputs less the keys the program never sets."""
+    return {k: v for k, v in outs.items() if k not in output_only and k != ADOPTION}

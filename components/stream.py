@@ -374,7 +374,7 @@ def _outputs(js: JetStream, props: dict[str, Any], info: dict) -> dict[str, Any]
     }
 
 
-class StreamProvider(dyn.ResourceProvider):
+class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
     """Create, read, update and delete one JetStream stream. Stateless: pickled by reference."""
 
     serialize_as_secret_always = False
@@ -406,11 +406,13 @@ class StreamProvider(dyn.ResourceProvider):
         existing = StreamSpec.from_wire(info["config"])
         fixed = replace_reasons(existing, spec)
         if fixed:
-            return dyn.CheckFailure(
-                next(iter(fixed)),
-                f"stream {spec.name} already exists with a different "
-                f"{', '.join(fixed)} ({'; '.join(fixed.values())}); delete it first or match its config",
+            # Pulumi also checks a replacement with no old inputs, so this cannot fail
+            # here: create() refuses if the stream is still there when it runs.
+            inputs[rc.ADOPTION] = (
+                f"stream {spec.name} already exists with a different {', '.join(fixed)} "
+                f"({'; '.join(fixed.values())}); unless this replaces it, create will fail: delete it or match its config"
             )
+            return None
         changed = changed_fields(existing, spec)
         inputs[rc.ADOPTION] = (
             f"adopts existing stream {spec.name}, updating {', '.join(changed)}" if changed
@@ -469,11 +471,11 @@ class StreamProvider(dyn.ResourceProvider):
         if info is None:
             return dyn.ReadResult("", {})  # gone: Pulumi drops it and the next up recreates it
         outs = _outputs(js, props, info)
-        return dyn.ReadResult(id_, outs, outs)
+        return dyn.ReadResult(id_, outs, rc.input_view(outs, ("stream_name",)))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         js = rc.jetstream(props)
-        guard_data_loss(js, id_, bool(props.get(rc.ALLOW_DATA_LOSS)), "deleting it")
+        guard_data_loss(js, id_, self.allowed(props, id_), "deleting it")
         js.stream_delete(id_)
 
 

@@ -77,7 +77,6 @@ def stream_spec(config: StackConfig, role: Role, subjects: tuple[str, ...]) -> S
         compression=config.compression,
         discard=config.discard,
         duplicate_window=config.duplicate_window,
-        description=f"athlete-ally event bus: {role} stream",
     )
 
 

@@ -108,13 +108,14 @@ def test_create_adopts_consumer_made_by_raw_api_like_the_seeds_without_change(
     assert P.diff(created.id, created.outs, props(PULL, nats_server.url)).changes is False
 
 
-def test_create_existing_consumer_with_other_ack_policy_fails_naming_the_field(
+def test_create_existing_consumer_with_other_ack_policy_is_flagged_in_preview_and_fails_at_create(
     js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
     js.consumer_upsert("EVENTS", changed(PULL, ack_policy="all").wire(), "create")
 
     checked = P.check({}, props(PULL, nats_server.url))
 
-    assert [f.property for f in checked.failures] == ["ack_policy"]
+    assert checked.failures == []
+    assert "already exists with a different ack_policy" in checked.inputs["adoption"]
     with pytest.raises(EventBusError, match="ack_policy"):
         P.create(props(PULL, nats_server.url))
 
