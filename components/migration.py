@@ -14,6 +14,10 @@ from components.stream import Stream
 from components.topology import LiveConsumer, LiveStream, LiveView, bindings, phase_topology, plan
 from components.verify import stored_subjects
 
+#: The info diagnostic naming the managed streams that held no messages at preview time
+#: (preview JSON carries diagnostics but no stack outputs; the preview report reads this).
+EMPTY_STREAMS_NOTE = "empty streams on the server: "
+
 #: A durable's fields that are fixed when it is created from the live state (its start
 #: position); later runs keep what was chosen then.
 START_FIELDS = ["deliver_policy", "opt_start_seq"]
@@ -101,4 +105,6 @@ class EventBus(pulumi.ComponentResource):
         #: Managed streams the server held no messages in when this program ran: removing
         #: one of these loses nothing (the preview report uses it to judge deletions).
         self.empty_streams = sorted(n for n, s in (live or {}).items() if s.messages == 0)
+        if live is not None:
+            pulumi.log.info(EMPTY_STREAMS_NOTE + (", ".join(self.empty_streams) or "none"), self)
         self.register_outputs({"streams": self.stream_subjects, "bindings": self.bindings})

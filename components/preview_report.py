@@ -17,10 +17,10 @@ Destructive: a replace of a stream or consumer; a delete of a stream; a delete o
 a consumer that is not a move (no create of the same durable on another stream in
 the same preview); a data-loss refusal the providers raised while previewing.
 Allowed: the resource's old or new inputs have `allow_data_loss` on, or, for a
-stream delete, the stack's `emptyStreams` output of this run names it. Pulumi
-v3.259 does not put stack outputs into `preview --json` (its JSON digest takes
-outputs from refresh steps only), so in practice an unallowed stream delete is
-blocked even when the stream is empty: see `empty_streams()`.
+stream delete, the program saw the stream empty on the server during this
+preview. Pulumi v3.259 does not put stack outputs into `preview --json`, so the
+program says so in an info diagnostic ("empty streams on the server: ..."), which
+`empty_streams()` reads.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from components.migration import EMPTY_STREAMS_NOTE
 
 #: Exit codes.
 OK, BLOCKED, CANNOT_PREVIEW = 0, 1, 2
@@ -241,11 +243,17 @@ def phases(preview: Mapping[str, Any], resources: Iterable[ResourceChange]) -> t
 
 
 def empty_streams(preview: Mapping[str, Any]) -> set[str]:
-    """The `emptyStreams` stack output of this run, if the preview JSON carries it.
+    """The managed streams the program saw holding no messages during this preview.
 
-    The CLI (v3.259) does not: the stack step's newState has no outputs in a preview,
-    and oldState's outputs are those of the last `pulumi up` (stale, never used here).
+    Read from the program's info diagnostic; the `emptyStreams` stack output would say
+    the same but the CLI (v3.259) leaves outputs out of preview JSON (oldState's are
+    those of the last `pulumi up`: stale, never used here).
     """
+    for diag in preview.get("diagnostics") or []:
+        message = str(diag.get("message", "")).strip()
+        if message.startswith(EMPTY_STREAMS_NOTE):
+            names = message.removeprefix(EMPTY_STREAMS_NOTE)
+            return set() if names == "none" else {n.strip() for n in names.split(",") if n.strip()}
     for step in preview.get("steps") or []:
         if _urn_parts(str(step.get("urn", "")))[1] == STACK_TYPE:
             outputs = (step.get("newState") or {}).get("outputs") or {}
@@ -302,8 +310,13 @@ def _refusals(diagnostics: Iterable[Diagnostic]) -> list[Destructive]:
 
 
 def destructive_steps(resources: Iterable[ResourceChange], empty: set[str],
-                      diagnostics: Iterable[Diagnostic] = ()) -> list[Destructive]:
-    """The destructive steps of a preview, each judged allowed or blocked, with why."""
+                      diagnostics: Iterable[Diagnostic] = (), opted: Iterable[str] = ()) -> list[Destructive]:
+    """The destructive steps of a preview, each judged allowed or blocked, with why.
+
+    `opted` is the stack config's allowDataLoss: the providers honour it on delete and
+    replace even before it has been applied to the resource's state.
+    """
+    opted = set(opted)
     resources = list(resources)
     moved = {(m.what, m.source) for m in consumer_moves(resources)}
     found: list[Destructive] = []
@@ -312,8 +325,8 @@ def destructive_steps(resources: Iterable[ResourceChange], empty: set[str],
             continue
         if res.kind == "consumer" and res.op == "delete" and (_durable(res), _stream_of(res)) in moved:
             continue
-        if res.allow_data_loss:
-            found.append(Destructive(res.label, res.op, True, "allowed: allowDataLoss names it and is applied to it"))
+        if res.allow_data_loss or res.name in opted:
+            found.append(Destructive(res.label, res.op, True, "allowed: the stack's allowDataLoss names it"))
         elif res.kind == "stream" and res.op == "delete" and res.name in empty:
             found.append(Destructive(res.label, res.op, True, "allowed: the program saw it holding no messages"))
         else:
@@ -327,13 +340,12 @@ def _blocked_reason(res: ResourceChange) -> str:
         fields = ", ".join(res.replace_reasons or [f.path for f in res.fields]) or "a field that cannot change in place"
         what = "its stored messages" if res.kind == "stream" else "its position and pending messages"
         return (f"replacing it (because of {fields}) destroys {what}. Keep the old value, or add "
-                f"'{name}' to allowDataLoss, apply that first, then this change")
+                f"'{name}' to allowDataLoss in the same change")
     if res.kind == "stream":
-        return ("deleting it destroys any messages it still holds, and this preview cannot show it is empty. "
-                f"If it must go, add '{name}' to allowDataLoss and apply that (it takes effect once applied), "
-                "then this change")
+        return ("deleting it destroys the messages it holds (the program did not see it empty). "
+                f"If it must go, add '{name}' to allowDataLoss")
     return (f"deleting it drops its position (no create of {_durable(res)} on another stream in this preview). "
-            f"If that is intended, add '{name}' to allowDataLoss and apply that first")
+            f"If that is intended, add '{name}' to allowDataLoss")
 
 
 def opt_ins(preview: Mapping[str, Any]) -> list[str]:
@@ -381,7 +393,7 @@ def summarize(preview: Mapping[str, Any], stack: str) -> Summary:
         counts=dict(preview.get("changeSummary") or {}),
         subject_moves=tuple(subject_moves(resources)),
         consumer_moves=tuple(consumer_moves(resources)),
-        destructive=tuple(destructive_steps(resources, empty_streams(preview), diags)),
+        destructive=tuple(destructive_steps(resources, empty_streams(preview), diags, opt_ins(preview))),
         opt_ins=tuple(opt_ins(preview)),
         diagnostics=tuple(diags),
     )

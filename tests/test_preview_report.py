@@ -59,7 +59,7 @@ def test_render_phase_0_to_1_lists_moves_and_changed_fields_and_exits_0() -> Non
     assert rep.exit_code == pr.OK
 
 
-def test_render_phase_2_to_1_moves_back_and_blocks_the_stream_delete_it_cannot_prove_empty() -> None:
+def test_render_phase_2_to_1_moves_back_and_allows_deleting_the_stream_the_program_saw_empty() -> None:
     rep = report("phase_2_to_1")
     out = lines(rep.markdown)
     assert out[0] == "### Event bus preview: `staging`, phase 2 → 1"
@@ -69,10 +69,19 @@ def test_render_phase_2_to_1_moves_back_and_blocks_the_stream_delete_it_cannot_p
     assert "| update | stream ATHLETE_ALLY_EVENTS | subjects: `(none)` → `athlete-ally.>, sleep.*` |" in out
     assert any(line.startswith("| create | consumer ATHLETE_ALLY_EVENTS/normalize-hrv-durable | "
                                "filter: `athlete-ally.hrv.>`; starts at sequence ") for line in out)
-    # Pulumi puts no stack outputs (emptyStreams) in preview JSON, so nothing shows AA_CORE_HOT is empty.
-    assert [(d.op, d.label, d.allowed) for d in rep.destructive] == [("delete", "stream AA_CORE_HOT", False)]
-    assert rep.blocked == rep.destructive
-    assert "> - **delete stream AA_CORE_HOT**: deleting it destroys any messages it still holds" in rep.markdown
+    assert [(d.op, d.label, d.allowed) for d in rep.destructive] == [("delete", "stream AA_CORE_HOT", True)]
+    assert "> - **delete stream AA_CORE_HOT**: allowed: the program saw it holding no messages" in out
+    assert rep.blocked == () and rep.exit_code == pr.OK
+
+
+def test_render_stream_delete_without_the_programs_empty_note_is_blocked() -> None:
+    preview = copy.deepcopy(load("phase_2_to_1"))
+    preview["diagnostics"] = [d for d in preview["diagnostics"] if "empty streams on the server" not in d["message"]]
+
+    rep = pr.render(preview, STACK)
+
+    assert [(d.label, d.allowed) for d in rep.destructive] == [("stream AA_CORE_HOT", False)]
+    assert "> - **delete stream AA_CORE_HOT**: deleting it destroys the messages it holds" in rep.markdown
     assert rep.exit_code == pr.BLOCKED
 
 
@@ -86,19 +95,19 @@ def test_render_phase_2_to_3_with_data_in_legacy_shows_the_program_warning_and_e
     assert rep.destructive == () and rep.exit_code == pr.OK
 
 
-def test_render_allow_data_loss_not_yet_applied_blocks_the_delete_and_shows_the_opt_in() -> None:
+def test_render_allow_data_loss_added_in_the_same_change_allows_the_delete() -> None:
+    # The providers honour the stack's current allowDataLoss on delete, so no separate apply is needed.
     rep = report("phase_2_to_3_allow_not_applied")
-    assert [(d.op, d.label, d.allowed) for d in rep.destructive] == [("delete", "stream ATHLETE_ALLY_EVENTS", False)]
-    assert "apply that (it takes effect once applied), then this change" in rep.markdown
+    assert [(d.op, d.label, d.allowed) for d in rep.destructive] == [("delete", "stream ATHLETE_ALLY_EVENTS", True)]
     assert "> - Data-loss opt-in in use (allowDataLoss): ATHLETE_ALLY_EVENTS" in lines(rep.markdown)
-    assert rep.exit_code == pr.BLOCKED
+    assert rep.exit_code == pr.OK
 
 
 def test_render_allowed_stream_delete_warns_and_exits_0() -> None:
     rep = report("phase_2_to_3_allowed")
     out = lines(rep.markdown)
     assert "> [!WARNING]" in out and "> [!CAUTION]" not in out
-    assert "> - **delete stream ATHLETE_ALLY_EVENTS**: allowed: allowDataLoss names it and is applied to it" in out
+    assert "> - **delete stream ATHLETE_ALLY_EVENTS**: allowed: the stack's allowDataLoss names it" in out
     assert "> - Data-loss opt-in in use (allowDataLoss): ATHLETE_ALLY_EVENTS" in out
     assert "| delete | stream ATHLETE_ALLY_EVENTS | — |" in out
     assert [(d.label, d.allowed) for d in rep.destructive] == [("stream ATHLETE_ALLY_EVENTS", True)]
@@ -154,7 +163,7 @@ def test_render_replace_with_allow_data_loss_in_new_inputs_is_allowed() -> None:
     step["newState"]["inputs"]["allow_data_loss"] = True
     rep = pr.render(preview, STACK)
     assert rep.blocked == () and rep.exit_code == pr.OK
-    assert "> - **replace stream ATHLETE_ALLY_EVENTS**: allowed: allowDataLoss names it" in rep.markdown
+    assert "> - **replace stream ATHLETE_ALLY_EVENTS**: allowed: the stack's allowDataLoss names it" in rep.markdown
 
 
 def test_field_changes_nested_mapping_reports_dotted_paths_and_skips_provider_fields() -> None:
@@ -188,9 +197,9 @@ def _command(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 def test_preview_report_from_file_prints_the_report_and_exits_with_its_code(tmp_path: Path) -> None:
     out = tmp_path / "report.md"
-    done = _command("--from-file", str(FIXTURES / "phase_2_to_1.json"), "--stack", STACK, "--output", str(out))
+    done = _command("--from-file", str(FIXTURES / "storage_change_with_messages.json"), "--stack", STACK, "--output", str(out))
     assert done.returncode == pr.BLOCKED, done.stderr
-    assert done.stdout == out.read_text() == report("phase_2_to_1").markdown
+    assert done.stdout == out.read_text() == report("storage_change_with_messages").markdown
 
 
 @pytest.mark.pulumi
