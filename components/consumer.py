@@ -198,8 +198,9 @@ class ConsumerSpec(BaseModel):
         }
         return cls.model_validate(data)
 
-    def props(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+    def props(self, *, full: bool = False) -> dict[str, Any]:
+        """Flat Pulumi properties: inputs only what differs from the defaults (see StreamSpec.props)."""
+        return self.model_dump(mode="json", exclude_defaults=not full)
 
     @property
     def id(self) -> str:
@@ -249,7 +250,7 @@ def _parse(props: dict[str, Any]) -> ConsumerSpec:
 def _outputs(props: dict[str, Any], stream: str, info: dict) -> dict[str, Any]:
     spec = ConsumerSpec.from_wire(stream, info["config"])
     return {
-        **spec.props(),
+        **spec.props(full=True),
         "consumer_id": spec.id,
         STREAM_SUBJECTS: list(props.get(STREAM_SUBJECTS) or []),
         rc.SERVERS: props[rc.SERVERS],
@@ -369,7 +370,8 @@ class ConsumerProvider(rc.OptInAware, dyn.ResourceProvider):
         if info is None:
             return dyn.ReadResult("", {})
         outs = _outputs(props, stream, info)
-        return dyn.ReadResult(id_, outs, rc.input_view(outs, ("consumer_id",)))
+        spec = ConsumerSpec.from_wire(stream, info["config"])
+        return dyn.ReadResult(id_, outs, rc.input_view(outs, spec.props()))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         js = rc.jetstream(props)
@@ -405,7 +407,6 @@ class Consumer(dyn.Resource, module="jetstream", name="Consumer"):
             rc.CREDENTIALS: pulumi.Output.secret(creds) if creds else {},
             rc.ALLOW_DATA_LOSS: allow_data_loss,
             DRAIN_TIMEOUT: drain_timeout,
-            rc.ADOPTION: None,
             "consumer_id": None,
         }
         super().__init__(ConsumerProvider(), resource_name, props, opts)

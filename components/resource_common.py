@@ -82,6 +82,11 @@ class OptInAware:
         return bool(props.get(ALLOW_DATA_LOSS)) or name in self._stack_opt_ins
 
 
-def input_view(outs: dict[str, Any], output_only: tuple[str, ...]) -> dict[str, Any]:
-    """What read() reports as inputs: the outputs less the keys the program never sets."""
-    return {k: v for k, v in outs.items() if k not in output_only and k != ADOPTION}
+#: Inputs that are not part of an object's spec.
+OTHER_INPUTS = (SERVERS, CREDENTIALS, ALLOW_DATA_LOSS, "takeover", "stream_subjects", "drain_timeout")
+
+
+def input_view(outs: dict[str, Any], spec_props: dict[str, Any]) -> dict[str, Any]:
+    """What read() reports as inputs: the spec as the program sends it (defaults left
+    out) plus the other inputs, so a refreshed state diffs cleanly against the program."""
+    return {**{k: outs[k] for k in OTHER_INPUTS if k in outs}, **spec_props}

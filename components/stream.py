@@ -141,7 +141,11 @@ class StreamSpec(_Model):
         # The server's default window is 2m, or max_age when that is shorter.
         if isinstance(data, dict) and "duplicate_window" not in data and "duplicateWindow" not in data:
             age = data.get("max_age", data.get("maxAge"))
-            if age not in (None, "0", 0) and 0 < parse_duration(age) < parse_duration("2m"):
+            try:
+                shorter = age not in (None, "0", 0) and 0 < parse_duration(age) < parse_duration("2m")
+            except ValueError:
+                return data  # the max_age field reports it
+            if shorter:
                 data = {**data, "duplicate_window": age}
         return data
 
@@ -248,9 +252,14 @@ class StreamSpec(_Model):
             data["placement"] = {"cluster": placement.get("cluster") or None, "tags": placement.get("tags") or []}
         return cls.model_validate(_lenient(data))
 
-    def props(self) -> dict[str, Any]:
-        """The spec as flat Pulumi properties (snake_case, human units)."""
-        return self.model_dump(mode="json")
+    def props(self, *, full: bool = False) -> dict[str, Any]:
+        """The spec as flat Pulumi properties (snake_case, human units).
+
+        Inputs carry only what differs from the defaults (every property costs the SDK
+        an Output per resource, and a preview of 1,000 resources feels it); outputs are
+        `full`. The model fills the defaults back in on both sides of a diff.
+        """
+        return self.model_dump(mode="json", exclude_defaults=not full)
 
 
 def _source(raw: dict) -> dict:
@@ -365,7 +374,7 @@ def _parse(props: dict[str, Any]) -> StreamSpec:
 def _outputs(js: JetStream, props: dict[str, Any], info: dict) -> dict[str, Any]:
     spec = StreamSpec.from_wire(info["config"])
     return {
-        **spec.props(),
+        **spec.props(full=True),
         "stream_name": spec.name,
         rc.SERVERS: props[rc.SERVERS],
         rc.CREDENTIALS: props.get(rc.CREDENTIALS) or {},
@@ -471,7 +480,7 @@ class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
         if info is None:
             return dyn.ReadResult("", {})  # gone: Pulumi drops it and the next up recreates it
         outs = _outputs(js, props, info)
-        return dyn.ReadResult(id_, outs, rc.input_view(outs, ("stream_name",)))
+        return dyn.ReadResult(id_, outs, rc.input_view(outs, StreamSpec.from_wire(info["config"]).props()))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         js = rc.jetstream(props)
@@ -502,7 +511,6 @@ class Stream(dyn.Resource, module="jetstream", name="Stream"):
             rc.CREDENTIALS: pulumi.Output.secret(creds) if creds else {},
             rc.ALLOW_DATA_LOSS: allow_data_loss,
             TAKEOVER: sorted(set(takeover or []) - {spec.name}),
-            rc.ADOPTION: None,
             "stream_name": None,
         }
         super().__init__(StreamProvider(), resource_name, props, opts)
