@@ -15,7 +15,7 @@ up: setup
 	@bash scripts/nats.sh start
 	@$(ACT) pulumi stack select --create $(STACK) >/dev/null
 	@$(ACT) pulumi up --yes --stack $(STACK) --skip-preview --suppress-progress
-	@$(ACT) pulumi stack output --stack $(STACK) --json
+	@$(ACT) echo && eventbus --stack $(STACK) stream info
 
 down:
 	@bash scripts/nats.sh stop

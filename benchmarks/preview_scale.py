@@ -104,6 +104,14 @@ def main() -> int:
     for r in rows:
         lines.append(f"| {r['count']} | {r['count']} | {r['resources']} | {r['up_s']:.1f} | {r['preview_s']:.1f} | "
                      f"{1000 * r['preview_s'] / r['resources']:.1f} | {r['provider_mb']:.0f} |")
+    lines += [
+        "",
+        "Why `up` grows faster than linearly: the local file backend rewrites the whole checkpoint after every step",
+        "(pulumi's diy backend has no journal), so N steps write O(N^2) bytes. `PULUMI_SKIP_CHECKPOINTS=true` trades",
+        "that for crash safety (16 s for 500 streams in one measurement); this project does not set it. The unchanged",
+        "preview writes no checkpoint and stays linear; the program's own registration (the Pulumi Python SDK turns",
+        "each input into an Output) is its largest part, which is why inputs carry only non-default fields.",
+    ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 0

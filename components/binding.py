@@ -52,8 +52,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from components.errors import EventBusError
-from components.nats_client import ConnectionSettings
-from components.nats_client import _connect as connect  # one connection recipe (credentials, TLS) for the project
+from components.nats_client import (
+    ConnectionSettings,
+    connect,  # one connection recipe (credentials, TLS) for the project
+)
 
 #: The seeds' NORMALIZE_HRV_DLQ_SUBJECT.
 DLQ_SUBJECT = "dlq.normalize.hrv.raw-received"

@@ -147,7 +147,8 @@ def _tls_context(settings: ConnectionSettings) -> ssl.SSLContext | None:
     return ctx
 
 
-async def _connect(settings: ConnectionSettings) -> Client:
+async def connect(settings: ConnectionSettings) -> Client:
+    """Open a new NATS connection with these settings (servers, credentials, TLS)."""
     async def _quiet(_exc: Exception) -> None:
         return None
 
@@ -189,7 +190,7 @@ def client_for(settings: ConnectionSettings) -> Client:
         nc = _CLIENTS.get(key)
         if nc is not None and nc.is_connected:
             return nc
-        nc = _LOOP.run(_connect(settings), timeout=settings.connect_timeout * 3 + 5)
+        nc = _LOOP.run(connect(settings), timeout=settings.connect_timeout * 3 + 5)
         _CLIENTS[key] = nc
         return nc
 

@@ -83,15 +83,19 @@ def test_bad_stream_override_fails_preview_naming_the_key(project: PulumiProject
     assert js.stream_names() == []
 
 
-def test_credentials_are_secrets_absent_from_exported_state(tmp_path: Path) -> None:
-    password = "s3cret-Passw0rd-for-test"
-    server = NatsServer(tmp_path, name="auth", extra=["--user", "bus", "--pass", password]).start()
+@pytest.mark.parametrize("kind", ["password", "token"])
+def test_credentials_are_secrets_absent_from_exported_state(tmp_path: Path, kind: str) -> None:
+    password = f"s3cret-{kind}-for-test"
+    auth = ["--user", "bus", "--pass", password] if kind == "password" else ["--auth", password]
+    server = NatsServer(tmp_path, name="auth", extra=auth).start()
     try:
-        project = PulumiProject(tmp_path, config={"phase": 0, "natsUrl": server.url, "natsUser": "bus"})
-        project.set("natsPassword", password, secret=True)
+        config = {"phase": 0, "natsUrl": server.url, **({"natsUser": "bus"} if kind == "password" else {})}
+        project = PulumiProject(tmp_path, config=config)
+        project.set("natsPassword" if kind == "password" else "natsToken", password, secret=True)
         project.up()
 
-        js = JetStream(ConnectionSettings(servers=server.url, user="bus", password=password))
+        creds = {"user": "bus", "password": password} if kind == "password" else {"token": password}
+        js = JetStream(ConnectionSettings.model_validate({"servers": server.url, **creds}))
         assert js.stream_info("ATHLETE_ALLY_EVENTS") is not None
         exported = project.export()
         assert password not in exported
