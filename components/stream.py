@@ -467,11 +467,10 @@ class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
         spec = _parse(news)
         js = rc.jetstream(news)
         with rc.STREAM_WRITE_LOCK:
+            exists = js.stream_info(spec.name) is not None  # before the hand-over: keep the window short
             hand_over(js, spec.name, spec.subjects, list(news.get(TAKEOVER) or []))
-            if js.stream_info(spec.name) is None:
-                info = js.stream_create(spec.wire())  # deleted out of band since the last refresh
-            else:
-                info = js.stream_update(spec.wire())
+            # Claim right after the release; create if it was deleted out of band since the last refresh.
+            info = js.stream_update(spec.wire()) if exists else js.stream_create(spec.wire())
         return dyn.UpdateResult(_outputs(js, news, info))
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
