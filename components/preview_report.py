@@ -34,8 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
+from components.consumer import ConsumerSpec
 from components.migration import EMPTY_STREAMS_NOTE
+from components.stream import StreamSpec
 
 #: Exit codes.
 OK, BLOCKED, CANNOT_PREVIEW = 0, 1, 2
@@ -179,6 +182,24 @@ def _inputs(state: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict((state or {}).get("inputs") or {})
 
 
+def _with_defaults(rtype: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A stream's or consumer's inputs with the spec's defaults filled in.
+
+    The program sends only non-default fields, so a field going back to its default
+    (or a stream left owning no subjects) would otherwise read as "unset".
+    """
+    specs: dict[str, type[StreamSpec] | type[ConsumerSpec]] = {STREAM_TYPE: StreamSpec, CONSUMER_TYPE: ConsumerSpec}
+    spec_cls = specs.get(rtype)
+    if spec_cls is None or not inputs:
+        return inputs
+    fields = spec_cls.model_fields
+    try:
+        spec = spec_cls.model_validate({k: v for k, v in inputs.items() if k in fields})
+    except ValidationError:
+        return inputs
+    return {**inputs, **spec.props(full=True)}
+
+
 def _fold_op(op: str) -> str:
     return "replace" if op in REPLACE_OPS else op
 
@@ -209,7 +230,7 @@ def resource_changes(preview: Mapping[str, Any]) -> list[ResourceChange]:
         old_state, new_state = step.get("oldState"), step.get("newState")
         rtype = str((new_state or old_state or {}).get("type") or urn_type)
         op = _fold_op(str(step.get("op", "")))
-        old, new = _inputs(old_state), _inputs(new_state)
+        old, new = _with_defaults(rtype, _inputs(old_state)), _with_defaults(rtype, _inputs(new_state))
         fields = tuple(field_changes(old, new)) if op in ("update", "replace") else ()
         change = ResourceChange(KINDS.get(rtype, rtype), name, op, old, new, fields,
                                 tuple(step.get("replaceReasons") or ()))
