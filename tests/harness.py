@@ -198,6 +198,28 @@ class PulumiProject:
         return self.run("stack", "export", "--stack", self.stack).stdout
 
 
+def advance(js: Any, phase: int, stack: Any) -> Any:
+    """Bring the server to `phase`'s topology by raw API, as phase_topology declares it.
+
+    Streams that exist are updated first (releasing subjects), then new ones created,
+    then missing durables created. Streams and durables outside the phase are left
+    alone, as a move that keeps a backlog would. Returns the topology.
+    """
+    from components.topology import phase_topology
+
+    topo = phase_topology(stack.model_copy(update={"phase": phase}))
+    existing = [s for s in topo.streams if js.stream_info(s.name) is not None]
+    for spec in existing:
+        js.stream_update(spec.wire())
+    for spec in topo.streams:
+        if spec not in existing:
+            js.stream_create(spec.wire())
+    for c in topo.consumers:
+        if js.consumer_info(c.stream, c.durable_name) is None:
+            js.consumer_upsert(c.stream, c.wire(), "create")
+    return topo
+
+
 class PulumiFailed(AssertionError):
     def __init__(self, args: tuple[str, ...], done: subprocess.CompletedProcess[str]) -> None:
         super().__init__(f"pulumi {' '.join(args)} exited {done.returncode}\n--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-3000:]}")

@@ -18,7 +18,7 @@ from components.binding import BindError, PoisonMessage, Probe, RetryableError, 
 from components.config import StackConfig, parse_stack_config
 from components.consumer import ConsumerSpec
 from components.nats_client import ConnectionSettings, JetStream
-from components.topology import phase_topology
+from tests import harness
 from tests.harness import NatsServer
 
 LEGACY, CORE, VENDOR, DLQ = "ATHLETE_ALLY_EVENTS", "AA_CORE_HOT", "AA_VENDOR_HOT", "AA_DLQ"
@@ -29,18 +29,7 @@ STACK = parse_stack_config({"phase": 0, "natsUrl": "nats://unused:4222"})
 
 # -- helpers ---------------------------------------------------------------------------
 def advance(js: JetStream, phase: int, stack: StackConfig = STACK) -> None:
-    """Bring the server to `phase` (existing streams updated first, then new ones; missing durables
-    created; streams and durables outside the phase left alone, as a move that keeps a backlog does)."""
-    topo = phase_topology(stack.model_copy(update={"phase": phase}))
-    existing = [s for s in topo.streams if js.stream_info(s.name) is not None]
-    for spec in existing:
-        js.stream_update(spec.wire())
-    for spec in topo.streams:
-        if spec not in existing:
-            js.stream_create(spec.wire())
-    for c in topo.consumers:
-        if js.consumer_info(c.stream, c.durable_name) is None:
-            js.consumer_upsert(c.stream, c.wire(), "create")
+    harness.advance(js, phase, stack)
 
 
 def publish(js: JetStream, subject: str, payloads: list[str]) -> None:

@@ -18,6 +18,7 @@ from components.cli import main
 from components.config import StackConfig, parse_stack_config
 from components.nats_client import JetStream
 from components.topology import Topology, phase_topology
+from tests import harness
 from tests.harness import VENV_BIN, NatsServer, PulumiProject, free_port
 
 STACK = parse_stack_config({"phase": 0, "natsUrl": "nats://unused:4222"})
@@ -27,20 +28,7 @@ HRV, OURA = "normalize-hrv-durable", "normalize-oura"
 
 # -- helpers ---------------------------------------------------------------------------
 def advance(js: JetStream, phase: int, stack: StackConfig = STACK) -> Topology:
-    """Bring the server to `phase`'s topology as phase_topology declares it: streams that exist are
-    updated first (releasing subjects), then new ones created, then missing durables created. Streams
-    and durables outside the phase are left alone, as a migration that keeps a backlog would."""
-    topo = phase_topology(stack.model_copy(update={"phase": phase}))
-    existing = [s for s in topo.streams if js.stream_info(s.name) is not None]
-    for spec in existing:
-        js.stream_update(spec.wire())
-    for spec in topo.streams:
-        if spec not in existing:
-            js.stream_create(spec.wire())
-    for c in topo.consumers:
-        if js.consumer_info(c.stream, c.durable_name) is None:
-            js.consumer_upsert(c.stream, c.wire(), "create")
-    return topo
+    return harness.advance(js, phase, stack)
 
 
 def publish(js: JetStream, subject: str, n: int) -> None:
