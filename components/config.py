@@ -6,8 +6,9 @@ fails `pulumi preview` with the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -19,6 +20,9 @@ from components.subjects import name_problem, subject_problem
 
 Role = Literal["legacy", "core", "vendor", "dlq"]
 ROLES: tuple[Role, ...] = ("legacy", "core", "vendor", "dlq")
+
+#: The Pulumi project name: the namespace of every stack config key.
+PROJECT = "aa-event-bus"
 
 
 class _Model(BaseModel):
@@ -170,6 +174,10 @@ class StackConfig(_Model):
         return [self.streams[r].name for r in ROLES]
 
 
+#: The stack config keys the program reads (credentials aside), as written in Pulumi.<stack>.yaml.
+STACK_KEYS = tuple(field.alias or name for name, field in StackConfig.model_fields.items())
+
+
 def _friendly(exc: ValidationError, prefix: str) -> ConfigError:
     lines = []
     first_key = prefix
@@ -188,7 +196,7 @@ def _friendly(exc: ValidationError, prefix: str) -> ConfigError:
     return ConfigError(first_key, "invalid stack config:\n  " + "\n  ".join(lines))
 
 
-def parse_stack_config(raw: dict[str, Any], project: str = "aa-event-bus") -> StackConfig:
+def parse_stack_config(raw: dict[str, Any], project: str = PROJECT) -> StackConfig:
     """Parse raw config values (already JSON-decoded) into a StackConfig, or raise ConfigError."""
     try:
         return StackConfig.model_validate(raw)
@@ -202,23 +210,17 @@ def load_pulumi_config() -> tuple[StackConfig, ConnectionSettings]:
 
     cfg = pulumi.Config()
     raw: dict[str, Any] = {}
-    for key in ("phase", "replicas"):
+    for name, field in StackConfig.model_fields.items():
+        key = field.alias or name
         value = cfg.get(key)
-        if value is not None:
+        if value is None:
+            continue
+        if get_origin(field.annotation) in (dict, tuple):  # structured values arrive as JSON
             try:
-                raw[key] = int(value)
+                value = json.loads(value)
             except ValueError:
-                raise ConfigError(f"{cfg.name}:{key}", f"must be a whole number, got {value!r}") from None
-    for key in ("natsUrl", "storage", "compression", "discard", "duplicateWindow", "drainTimeout"):
-        value = cfg.get(key)
-        if value is not None:
-            raw[key] = value
-    if cfg.get("verify") is not None:
-        raw["verify"] = cfg.get_bool("verify")
-    for key in ("streams", "consumers", "allowDataLoss", "rolloutHooks"):
-        value = cfg.get_object(key)
-        if value is not None:
-            raw[key] = value
+                raise ConfigError(f"{cfg.name}:{key}", f"expected a list or mapping, got {value!r}") from None
+        raw[key] = value  # numbers and booleans arrive as text; the model parses them
     stack = parse_stack_config(raw, cfg.name)
     # Secret values are read as plain text here, kept in memory only, and handed to the
     # resources as Pulumi secrets (see resource_common.connection_inputs).

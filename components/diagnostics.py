@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from components.config import ROLES, StackConfig
+from components.config import PROJECT, ROLES, STACK_KEYS, StackConfig
 from components.durations import format_duration
 from components.errors import ConfigError
 from components.subjects import subjects_overlap
@@ -22,17 +22,9 @@ from components.topology import LiveConsumer, LiveStream, Plan, Topology, phase_
 from components.verify import Finding, passed, stored_subjects
 
 #: The project's key prefix in `Pulumi.<stack>.yaml`.
-PROJECT = "aa-event-bus"
 
 #: The embedded staging server (`make up`), used when neither --url, NATS_URL nor a stack names one.
 DEFAULT_URL = "nats://127.0.0.1:4223"
-
-#: Stack config keys the CLI reads (credentials come from the NATS_* environment instead).
-STACK_KEYS = (
-    "phase", "natsUrl", "replicas", "storage", "compression", "discard", "duplicateWindow",
-    "streams", "consumers", "allowDataLoss", "drainTimeout", "verify", "rolloutHooks",
-)
-
 
 # -- stack file ------------------------------------------------------------------------
 def stack_values(doc: Any, source: str = "stack file") -> dict[str, Any]:

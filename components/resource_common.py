@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from components.config import PROJECT
 from components.nats_client import ConnectionSettings, JetStream
 
 #: Provider inputs that are not part of the object's config.
@@ -17,7 +18,7 @@ ALLOW_DATA_LOSS = "allow_data_loss"
 ADOPTION = "adoption"
 
 #: The stack config key (project namespace) naming objects that may lose data.
-ALLOW_DATA_LOSS_KEY = "aa-event-bus:allowDataLoss"
+ALLOW_DATA_LOSS_KEY = f"{PROJECT}:allowDataLoss"
 
 #: Stream writes (create, update, subject hand-over) run one at a time in a provider
 #: process, so a hand-over's read-modify-write of another stream never races an update.

@@ -47,11 +47,11 @@ def test_committed_stack_files_parse_staging_one_replica_production_three() -> N
     import yaml
 
     from components.config import parse_stack_config
+    from components.diagnostics import stack_values
 
     def load(stack: str):
-        raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-        values = {k.split(":", 1)[1]: v for k, v in raw.items()}
-        return parse_stack_config({k: int(v) if k in ("phase", "replicas") else v for k, v in values.items()})
+        path = ROOT / f"Pulumi.{stack}.yaml"
+        return parse_stack_config(stack_values(yaml.safe_load(path.read_text()), str(path)))
 
     staging, production = load("staging"), load("production")
     assert (staging.replicas, production.replicas) == (1, 3)
