@@ -247,8 +247,8 @@ def _parse(props: dict[str, Any]) -> ConsumerSpec:
     return ConsumerSpec.model_validate({k: v for k, v in props.items() if k in fields})
 
 
-def _outputs(props: dict[str, Any], stream: str, info: dict) -> dict[str, Any]:
-    spec = ConsumerSpec.from_wire(stream, info["config"])
+def _outputs(props: dict[str, Any], spec: ConsumerSpec) -> dict[str, Any]:
+    """The state after a call: the server's view of the consumer plus the non-spec inputs."""
     return {
         **spec.props(full=True),
         "consumer_id": spec.id,
@@ -293,40 +293,26 @@ class ConsumerProvider(rc.OptInAware, dyn.ResourceProvider):
         inputs = {**news, **spec.props()}
         inputs.pop(rc.ADOPTION, None)
         if not olds and not failures:
-            failure = self._check_adoption(spec, inputs)
-            if failure:
-                failures.append(failure)
+            self._note_adoption(spec, inputs)
         return dyn.CheckResult(inputs, failures)
 
-    def _check_adoption(self, spec: ConsumerSpec, inputs: dict[str, Any]) -> dyn.CheckFailure | None:
+    def _note_adoption(self, spec: ConsumerSpec, inputs: dict[str, Any]) -> None:
+        """On create, say in the preview whether an existing consumer will be adopted."""
         try:
             info = rc.jetstream(inputs).consumer_info(spec.stream, spec.durable_name)
         except EventBusError:
-            return None
+            return
         if info is None:
-            return None
+            return
         existing = ConsumerSpec.from_wire(spec.stream, info["config"])
         fixed = replace_reasons(existing, spec)
-        if fixed:
-            # As for streams: a replacement is checked with no old inputs too.
-            inputs[rc.ADOPTION] = (
-                f"consumer {spec.id} already exists with a different {', '.join(fixed)} "
-                f"({'; '.join(fixed.values())}); unless this replaces it, create will fail: delete it or match its config"
-            )
-            return None
-        changed = changed_fields(existing, spec)
-        inputs[rc.ADOPTION] = (
-            f"adopts existing consumer {spec.id}, updating {', '.join(changed)}" if changed
-            else f"adopts existing consumer {spec.id} as is"
-        )
-        return None
+        changed = [] if fixed else changed_fields(existing, spec)
+        inputs[rc.ADOPTION] = rc.adoption_note(f"consumer {spec.id}", fixed, changed)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
         old, new = _parse(olds), _parse(news)
         fields = changed_fields(old, new)
-        for key in (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS, DRAIN_TIMEOUT):
-            if olds.get(key) != news.get(key) and not rc.unknown(news.get(key)):
-                fields.append(key)
+        fields += rc.changed_inputs(olds, news, (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS, DRAIN_TIMEOUT))
         if not fields:
             return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
         reasons = replace_reasons(old, new)
@@ -354,14 +340,14 @@ class ConsumerProvider(rc.OptInAware, dyn.ResourceProvider):
                 )
             if changed_fields(existing, spec):
                 info = js.consumer_upsert(spec.stream, spec.wire(), "update")
-        return dyn.CreateResult(spec.id, _outputs(props, spec.stream, info))
+        return dyn.CreateResult(spec.id, _outputs(props, ConsumerSpec.from_wire(spec.stream, info["config"])))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         spec = _parse(news)
         js = rc.jetstream(news)
         action = "update" if js.consumer_info(spec.stream, spec.durable_name) else "create"
         info = js.consumer_upsert(spec.stream, spec.wire(), action)
-        return dyn.UpdateResult(_outputs(news, spec.stream, info))
+        return dyn.UpdateResult(_outputs(news, ConsumerSpec.from_wire(spec.stream, info["config"])))
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
         stream, durable = id_.split("/", 1)
@@ -369,8 +355,8 @@ class ConsumerProvider(rc.OptInAware, dyn.ResourceProvider):
         info = js.consumer_info(stream, durable)
         if info is None:
             return dyn.ReadResult("", {})
-        outs = _outputs(props, stream, info)
         spec = ConsumerSpec.from_wire(stream, info["config"])
+        outs = _outputs(props, spec)
         return dyn.ReadResult(id_, outs, rc.input_view(outs, spec.props()))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:

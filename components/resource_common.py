@@ -83,6 +83,23 @@ class OptInAware:
         return bool(props.get(ALLOW_DATA_LOSS)) or name in self._stack_opt_ins
 
 
+def adoption_note(what: str, fixed: dict[str, str], changed: list[str]) -> str:
+    """What a create will do with an existing object (`what`, e.g. "stream X"), for the preview.
+
+    A fixed-field difference is only noted, not failed: Pulumi also checks a replacement
+    with no old inputs, and create() refuses if the object is still there when it runs.
+    """
+    if fixed:
+        return (f"{what} already exists with a different {', '.join(fixed)} ({'; '.join(fixed.values())}); "
+                "unless this replaces it, create will fail: delete it or match its config")
+    return f"adopts existing {what}, updating {', '.join(changed)}" if changed else f"adopts existing {what} as is"
+
+
+def changed_inputs(olds: dict[str, Any], news: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """The non-spec inputs among `keys` that differ (values not yet known count as unchanged)."""
+    return [k for k in keys if olds.get(k) != news.get(k) and not unknown(news.get(k))]
+
+
 #: Inputs that are not part of an object's spec.
 OTHER_INPUTS = (SERVERS, CREDENTIALS, ALLOW_DATA_LOSS, "takeover", "stream_subjects", "drain_timeout")
 

@@ -371,8 +371,8 @@ def _parse(props: dict[str, Any]) -> StreamSpec:
     return StreamSpec.model_validate({k: v for k, v in props.items() if k in fields})
 
 
-def _outputs(js: JetStream, props: dict[str, Any], info: dict) -> dict[str, Any]:
-    spec = StreamSpec.from_wire(info["config"])
+def _outputs(props: dict[str, Any], spec: StreamSpec) -> dict[str, Any]:
+    """The state after a call: the server's view of the stream plus the non-spec inputs."""
     return {
         **spec.props(full=True),
         "stream_name": spec.name,
@@ -398,43 +398,27 @@ class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
         inputs = {**news, **spec.props()}
         inputs.pop(rc.ADOPTION, None)
         if not _olds:
-            failure = self._check_adoption(spec, inputs)
-            if failure:
-                return dyn.CheckResult(inputs, [failure])
+            self._note_adoption(spec, inputs)
         return dyn.CheckResult(inputs, [])
 
-    def _check_adoption(self, spec: StreamSpec, inputs: dict[str, Any]) -> dyn.CheckFailure | None:
+    def _note_adoption(self, spec: StreamSpec, inputs: dict[str, Any]) -> None:
         """On create, say in the preview whether an existing stream will be adopted."""
         try:
             js = rc.jetstream(inputs)
             info = js.stream_info(spec.name)
         except EventBusError:
-            return None  # the server is checked again at create time
+            return  # the server is checked again at create time
         if info is None:
-            return None
+            return
         existing = StreamSpec.from_wire(info["config"])
         fixed = replace_reasons(existing, spec)
-        if fixed:
-            # Pulumi also checks a replacement with no old inputs, so this cannot fail
-            # here: create() refuses if the stream is still there when it runs.
-            inputs[rc.ADOPTION] = (
-                f"stream {spec.name} already exists with a different {', '.join(fixed)} "
-                f"({'; '.join(fixed.values())}); unless this replaces it, create will fail: delete it or match its config"
-            )
-            return None
-        changed = changed_fields(existing, spec)
-        inputs[rc.ADOPTION] = (
-            f"adopts existing stream {spec.name}, updating {', '.join(changed)}" if changed
-            else f"adopts existing stream {spec.name} as is"
-        )
-        return None
+        changed = [] if fixed else changed_fields(existing, spec)
+        inputs[rc.ADOPTION] = rc.adoption_note(f"stream {spec.name}", fixed, changed)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
         old, new = _parse(olds), _parse(news)
         fields = changed_fields(old, new)
-        for key in (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS, TAKEOVER):
-            if olds.get(key) != news.get(key) and not rc.unknown(news.get(key)):
-                fields.append(key)
+        fields += rc.changed_inputs(olds, news, (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS, TAKEOVER))
         if not fields:
             return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
         reasons = replace_reasons(old, new)
@@ -461,7 +445,7 @@ class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
                 info = js.stream_create(spec.wire())
             elif changed_fields(StreamSpec.from_wire(info["config"]), spec):
                 info = js.stream_update(spec.wire())
-        return dyn.CreateResult(spec.name, _outputs(js, props, info))
+        return dyn.CreateResult(spec.name, _outputs(props, StreamSpec.from_wire(info["config"])))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         spec = _parse(news)
@@ -471,15 +455,16 @@ class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
             hand_over(js, spec.name, spec.subjects, list(news.get(TAKEOVER) or []))
             # Claim right after the release; create if it was deleted out of band since the last refresh.
             info = js.stream_update(spec.wire()) if exists else js.stream_create(spec.wire())
-        return dyn.UpdateResult(_outputs(js, news, info))
+        return dyn.UpdateResult(_outputs(news, StreamSpec.from_wire(info["config"])))
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
         js = rc.jetstream(props)
         info = js.stream_info(id_)
         if info is None:
             return dyn.ReadResult("", {})  # gone: Pulumi drops it and the next up recreates it
-        outs = _outputs(js, props, info)
-        return dyn.ReadResult(id_, outs, rc.input_view(outs, StreamSpec.from_wire(info["config"]).props()))
+        spec = StreamSpec.from_wire(info["config"])
+        outs = _outputs(props, spec)
+        return dyn.ReadResult(id_, outs, rc.input_view(outs, spec.props()))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         js = rc.jetstream(props)
