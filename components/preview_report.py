@@ -36,6 +36,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from components import resource_common as rc
 from components.consumer import ConsumerSpec
 from components.migration import EMPTY_STREAMS_NOTE
 from components.stream import StreamSpec
@@ -372,15 +373,8 @@ def _blocked_reason(res: ResourceChange) -> str:
 def opt_ins(preview: Mapping[str, Any]) -> list[str]:
     """The stack config's allowDataLoss entries (a JSON list in the preview's config)."""
     for key, value in (preview.get("config") or {}).items():
-        if str(key).rsplit(":", 1)[-1] != "allowDataLoss":
-            continue
-        try:
-            entries = json.loads(value) if isinstance(value, str) else value
-        except ValueError:
-            return [str(value)]
-        if isinstance(entries, list):
-            return [str(e) for e in entries]
-        return [str(entries)]
+        if str(key).rsplit(":", 1)[-1] == "allowDataLoss":
+            return list(rc.opt_ins(value))
     return []
 
 

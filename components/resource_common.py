@@ -52,18 +52,24 @@ def unknown(value: Any) -> bool:
     return isinstance(value, str) and value == UNKNOWN
 
 
-def opt_ins(raw: Any) -> frozenset[str]:
-    """The names in a raw `allowDataLoss` config value (a JSON list, as Pulumi passes it)."""
+def opt_ins(raw: Any) -> tuple[str, ...]:
+    """The entries of a raw `allowDataLoss` config value, in order.
+
+    Pulumi passes structured config as JSON text; a value that is not JSON, or a single
+    entry rather than a list, still names what it names.
+    """
     import json
 
     if raw is None:
-        return frozenset()
+        return ()
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except ValueError:
-            raw = [raw]
-    return frozenset(str(v) for v in raw) if isinstance(raw, (list, tuple)) else frozenset()
+            return (raw,)
+    if isinstance(raw, (list, tuple)):
+        return tuple(str(v) for v in raw)
+    return (str(raw),)
 
 
 class OptInAware:
@@ -77,7 +83,7 @@ class OptInAware:
     _stack_opt_ins: frozenset[str] = frozenset()
 
     def configure(self, req: Any) -> None:
-        self._stack_opt_ins = opt_ins(req.config.get(ALLOW_DATA_LOSS_KEY))
+        self._stack_opt_ins = frozenset(opt_ins(req.config.get(ALLOW_DATA_LOSS_KEY)))
 
     def allowed(self, props: dict[str, Any], name: str) -> bool:
         return bool(props.get(ALLOW_DATA_LOSS)) or name in self._stack_opt_ins
