@@ -27,6 +27,19 @@ from components.subjects import name_problem, subject_problem, subjects_overlap
 #: subjects, sources or mirror the server gives a stream its own name as subject.
 RETIRED_FILTER = "_retired.none"
 
+
+def is_retired_marker(stream: str | None, source: dict) -> bool:
+    """True for the self-source that makes `stream` own no subjects."""
+    return source.get("name") == stream and source.get("filter_subject") == RETIRED_FILTER
+
+
+def stored_subjects(config: dict) -> list[str]:
+    """The subjects a stream really owns, from its server config: the retired marker means none."""
+    if any(is_retired_marker(config.get("name"), s) for s in config.get("sources") or []):
+        return []
+    return list(config.get("subjects") or [])
+
+
 #: Streams this stream may take subjects from when it claims them (see `hand_over`).
 TAKEOVER = "takeover"
 
@@ -212,14 +225,11 @@ class StreamSpec(_Model):
     @classmethod
     def from_wire(cls, config: dict) -> StreamSpec:
         """The spec a server-reported config amounts to (defaults and marker normalised)."""
-        sources = [
-            s for s in config.get("sources") or []
-            if not (s.get("name") == config["name"] and s.get("filter_subject") == RETIRED_FILTER)
-        ]
+        sources = [s for s in config.get("sources") or [] if not is_retired_marker(config["name"], s)]
         retired = len(sources) != len(config.get("sources") or [])
         data: dict[str, Any] = {
             "name": config["name"],
-            "subjects": [] if retired else config.get("subjects") or [],
+            "subjects": stored_subjects(config),
             "description": config.get("description") or "",
             "retention": config.get("retention", "limits"),
             "storage": config.get("storage", "file"),

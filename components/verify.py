@@ -17,8 +17,10 @@ from typing import Literal
 
 from components.config import StackConfig
 from components.nats_client import JetStream
-from components.stream import RETIRED_FILTER
+from components.stream import stored_subjects
 from components.topology import phase_topology
+
+__all__ = ["Finding", "passed", "stored_subjects", "verify_phase"]
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -31,12 +33,6 @@ class Finding:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def stored_subjects(config: dict) -> list[str]:
-    """The subjects a stream really owns: the retired marker means none."""
-    marker = any(s.get("filter_subject") == RETIRED_FILTER for s in config.get("sources") or [])
-    return [] if marker else list(config.get("subjects") or [])
 
 
 def verify_phase(js: JetStream, stack: StackConfig, phase: int) -> list[Finding]:
