@@ -22,7 +22,7 @@ import pulumi
 import pulumi.dynamic as dyn
 
 from components import resource_common as rc
-from components.config import StackConfig
+from components.config import ProbeSettings, StackConfig
 from components.errors import EventBusError
 from components.nats_client import ConnectionSettings
 from components.probe import live_checks
@@ -95,9 +95,14 @@ class PhaseGate(dyn.Resource, module="jetstream", name="PhaseGate"):
     def __init__(self, name: str, stack: StackConfig, connection: ConnectionSettings,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         servers, creds = rc.connection_inputs(connection)
+        skip = {"allow_data_loss", "drain_timeout", "rollout_hooks", "verify"}
+        if stack.probe == ProbeSettings():
+            # Default probe settings parse back the same when left out, and a stack applied before the
+            # probe existed then sees no change to its gate.
+            skip.add("probe")
         props = {
             "phase": stack.phase,
-            "stack": stack.model_dump(mode="json", exclude={"allow_data_loss", "drain_timeout", "rollout_hooks", "verify"}),
+            "stack": stack.model_dump(mode="json", exclude=skip),
             "verify": stack.verify,
             "hook": stack.rollout_hooks.get(stack.phase, ""),
             rc.SERVERS: servers,

@@ -30,7 +30,7 @@ from components.stream import StreamSpec
 from components.subjects import covers, subjects_overlap
 from components.topology import phase_topology
 from components.verify import passed, verify_phase
-from tests.harness import NatsServer, advance, free_port
+from tests.harness import NatsServer, PulumiProject, advance, free_port
 
 LEGACY, CORE, VENDOR, DLQ = "ATHLETE_ALLY_EVENTS", "AA_CORE_HOT", "AA_VENDOR_HOT", "AA_DLQ"
 HRV, OURA = "normalize-hrv-durable", "normalize-oura"
@@ -330,3 +330,23 @@ def test_migration_verify_probe_no_server_exit_2() -> None:
     assert result.exit_code == 2
     assert f"cannot connect to NATS at {dead}" in result.stderr
 
+
+
+# -- through the real Pulumi program ----------------------------------------------------------
+@pytest.mark.pulumi
+def test_pulumi_up_probe_settings_from_the_stack_file_drive_the_gate(project: PulumiProject, js: JetStream) -> None:
+    project.up()
+    for n in range(2):
+        js.publish("vendor.oura.sleep", f"m{n}".encode())
+    project.set("probe", {"prefix": "canary", "maxPending": 1})
+
+    failed = project.up(check=False)
+
+    assert failed.returncode != 0
+    assert f"FAIL {LEGACY}/{OURA}: health: draining: 2 pending, 0 awaiting ack; pending 2 > 1" in failed.stdout + failed.stderr
+    project.set("probe", {"prefix": "canary", "maxPending": 2})
+    project.up()
+    resources = json.loads(project.export())["deployment"]["resources"]
+    gate = next(r for r in resources if r["urn"].endswith("::phase-gate-event-bus"))
+    assert sorted(p["subject"].split(".")[1].split("-")[0] for p in gate["outputs"]["probes"]) == ["canary"] * 4
+    assert all(p["actual"] == p["expected"] and p["deleted"] for p in gate["outputs"]["probes"])
