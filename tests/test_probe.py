@@ -190,6 +190,19 @@ def test_run_probes_interest_retention_stream_drops_the_probe_at_once_and_the_ac
     assert js.stream_info(DLQ)["state"]["messages"] == 0
 
 
+def test_run_probes_workqueue_stream_keeps_the_probe_until_deleted_and_passes(
+        js: JetStream, nats_server: NatsServer) -> None:
+    js.stream_create({**StreamSpec(name=DLQ, subjects=["dlq.>"]).wire(), "retention": "workqueue"})
+    js.consumer_upsert(DLQ, {"durable_name": "dlq-worker", "ack_policy": "explicit",
+                             "filter_subject": "dlq.normalize.>"}, "create")
+
+    dlq = next(r for r in run_probes(js, stack_at(nats_server.url), 0) if r.pattern == "dlq.>")
+
+    assert (dlq.status, dlq.read_back, dlq.deleted) == ("pass", True, True), dlq.message
+    assert js.stream_info(DLQ)["state"]["messages"] == 0
+    assert js.consumer_info(DLQ, "dlq-worker")["num_pending"] == 0
+
+
 def test_run_probes_stream_transforming_its_subjects_fails_and_still_removes_the_probe(
         js: JetStream, nats_server: NatsServer) -> None:
     js.stream_create({**StreamSpec(name=DLQ, subjects=["dlq.>"]).wire(),
