@@ -27,8 +27,10 @@ Two cases are decided, not failed:
 Per durable, `durable_health` gives a line like `nats server check consumer`:
 caught up, or draining with N pending; the stack's `probe` thresholds fail it.
 
-Pure planning and formatting sit next to the live calls; only `run_probes` and
-`durable_health` talk to the server.
+Planning (`plan_probes`) and health judgement (`health_report`) are pure; the
+live calls (`run_probes`, `durable_health`, `live_checks`) read and write the
+server. Results become `verify.Finding`s, so the gate and `eventbus migration
+verify --probe` print and judge them like the structural checks.
 """
 
 from __future__ import annotations
