@@ -174,7 +174,7 @@ class StackConfig(_Model):
             try:
                 return json.loads(value)
             except ValueError:
-                raise ValueError(f"expected a mapping such as {{\"prefix\": \"_probe\"}}, got {value!r}") from None
+                raise ValueError('expected a mapping such as {"prefix": "_probe", "maxPending": 1000}') from None
         return value
 
     @field_validator("rollout_hooks", mode="before")

@@ -109,6 +109,17 @@ def test_stack_config_probe_prefix_not_one_token_fails_naming_the_key(prefix: st
     assert "one subject token" in str(refused.value)
 
 
+@pytest.mark.parametrize(("probe", "key", "message"), [
+    ({"maxPending": -1}, "aa-event-bus:probe.maxPending", "greater than or equal to 0"),
+    ("not json", "aa-event-bus:probe", 'expected a mapping such as {"prefix": "_probe"'),
+])
+def test_stack_config_probe_bad_value_fails_naming_the_key(probe: object, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        stack_at("nats://unused:4222", probe=probe)
+    assert refused.value.key == key
+    assert message in str(refused.value)
+
+
 def test_stack_config_probe_given_as_json_text_parses_like_a_mapping() -> None:
     stack = stack_at("nats://unused:4222", probe='{"enabled": false, "maxPending": 3}')
     assert (stack.probe.enabled, stack.probe.max_pending, stack.probe.prefix) == (False, 3, "_probe")
