@@ -23,6 +23,7 @@ from components import preview_report
 from components.config import StackConfig, parse_stack_config
 from components.errors import ConfigError, EventBusError
 from components.nats_client import ConnectionSettings, JetStream
+from components.probe import live_checks
 from components.verify import verify_phase
 
 #: Exit codes, the same for every command.
@@ -221,16 +222,26 @@ def migration() -> None:
 @migration.command("verify", epilog=EXIT_CODES)
 @click.argument("phase", type=click.IntRange(0, 3))
 @click.option("--strict", is_flag=True, help="Treat warnings (e.g. a backlog left in the legacy stream) as failures.")
+@click.option("--probe", is_flag=True, help="Also publish one probe message per subject pattern (read back, then "
+              "deleted) and check each durable's health against the stack's probe thresholds.")
 @json_option
 @click.pass_context
-def migration_verify(click_ctx: click.Context, phase: int, strict: bool) -> None:
+def migration_verify(click_ctx: click.Context, phase: int, strict: bool, probe: bool) -> None:
     """Does the live server match PHASE (0-3)? The same checks as the phase gate of `pulumi up`.
 
     Exit 0 only when every check passes (warnings are reported; --strict fails on them).
+    With --probe, routing is proven with real messages: each probe must land in the
+    stream that should own its subject, and none stays stored.
     """
     ctx = _context(click_ctx)
     findings = verify_phase(ctx.js(), ctx.stack, phase)
-    _emit(ctx, dx.format_verify(phase, findings, ctx.url, strict), dx.verify_json(phase, findings, ctx.url, strict))
+    if not probe:
+        _emit(ctx, dx.format_verify(phase, findings, ctx.url, strict), dx.verify_json(phase, findings, ctx.url, strict))
+        raise SystemExit(OK if dx.verify_ok(findings, strict) else FAILED)
+    live = live_checks(ctx.js(), ctx.stack, phase)
+    findings = [*findings, *live.findings()]
+    _emit(ctx, dx.format_verify(phase, findings, ctx.url, strict),
+          {**dx.verify_json(phase, findings, ctx.url, strict), **live.as_dict()})
     raise SystemExit(OK if dx.verify_ok(findings, strict) else FAILED)
 
 

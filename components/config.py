@@ -74,6 +74,24 @@ class DurableSettings(_Model):
         return value
 
 
+class ProbeSettings(_Model):
+    """The live routing probe and durable health checks the phase gate runs after the structural verify."""
+
+    enabled: bool = Field(default=True, description="Publish one probe per subject pattern after each applied phase")
+    prefix: str = Field(default="_probe", description="The token probe subjects start with under each pattern")
+    max_pending: int | None = Field(default=None, ge=0, description="A durable with more pending fails the gate")
+    max_ack_pending: int | None = Field(default=None, ge=0, description="A durable with more awaiting ack fails the gate")
+    max_redelivered: int | None = Field(default=None, ge=0, description="A durable with more redelivered fails the gate")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        # One plain token: it replaces a wildcard inside a subject pattern.
+        if not value or any(c.isspace() or c in ".*>" for c in value):
+            raise ValueError("must be one subject token without '.', '*', '>' or whitespace, e.g. '_probe'")
+        return value
+
+
 def _default_streams() -> dict[Role, StreamSettings]:
     return {
         "legacy": StreamSettings(name="ATHLETE_ALLY_EVENTS", max_age="24h"),
@@ -110,6 +128,9 @@ class StackConfig(_Model):
     rollout_hooks: dict[int, str] = Field(
         default_factory=dict, description="Per-phase shell command run after the phase is applied (e.g. kubectl rollout restart)"
     )
+    probe: ProbeSettings = Field(
+        default_factory=ProbeSettings, description="The gate's routing probe and durable health thresholds"
+    )
 
     @field_validator("compression", mode="before")
     @classmethod
@@ -144,6 +165,17 @@ class StackConfig(_Model):
             else:
                 merged[key] = override
         return merged
+
+    @field_validator("probe", mode="before")
+    @classmethod
+    def _probe_json(cls, value: object) -> object:
+        # pulumi.Config hands a structured value over as JSON text.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError('expected a mapping such as {"prefix": "_probe", "maxPending": 1000}') from None
+        return value
 
     @field_validator("rollout_hooks", mode="before")
     @classmethod

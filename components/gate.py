@@ -1,6 +1,11 @@
 """The phase gate: after a phase is applied, verify it on the live server and run the
 stack's rollout hook; a failure fails `pulumi up`.
 
+Verification is structural (`components.verify`: which stream lists which
+subjects, which durables exist), then behavioural (`components.probe`: one
+probe message per subject pattern lands in the expected stream and is deleted
+again; each durable's health against the stack's `probe` thresholds).
+
 This is the job the issue gives to pulumi-command's `command.local.Command`. Its
 provider plugin cannot be built here (the Go module proxy refuses
 github.com/pulumi/pulumi-command/provider at every version: README,
@@ -17,9 +22,10 @@ import pulumi
 import pulumi.dynamic as dyn
 
 from components import resource_common as rc
-from components.config import StackConfig
+from components.config import ProbeSettings, StackConfig
 from components.errors import EventBusError
 from components.nats_client import ConnectionSettings
+from components.probe import live_checks
 from components.verify import passed, verify_phase
 
 HOOK_TIMEOUT = 600
@@ -28,14 +34,24 @@ HOOK_TIMEOUT = 600
 def _run(props: dict[str, Any]) -> dict[str, Any]:
     stack = StackConfig.model_validate(props["stack"])
     phase = int(props["phase"])
-    outs: dict[str, Any] = {**props, "checks": 0, "warnings": []}
+    outs: dict[str, Any] = {**props, "checks": 0, "warnings": [], "probes": [], "health": []}
     if props.get("verify", True):
-        findings = verify_phase(rc.jetstream(props), stack, phase)
+        js = rc.jetstream(props)
+        findings = verify_phase(js, stack, phase)
         if not passed(findings):
             lines = "\n".join(f"  {f.status.upper():4} {f.target}: {f.message}" for f in findings if f.status != "pass")
             raise EventBusError(f"phase {phase} verification failed on {', '.join(props[rc.SERVERS])}:\n{lines}")
+        # Structure first, then behaviour: one real message per subject pattern, and each durable's health.
+        live = live_checks(js, stack, phase, probes=stack.probe.enabled)
+        live_findings = live.findings()
+        if not passed(live_findings):
+            lines = "\n".join(f"  {f.status.upper():4} {f.target}: {f.message}" for f in live_findings if f.status != "pass")
+            raise EventBusError(f"phase {phase} probe failed on {', '.join(props[rc.SERVERS])}:\n{lines}")
+        findings = [*findings, *live_findings]
         outs["checks"] = len(findings)
         outs["warnings"] = [f"{f.target}: {f.message}" for f in findings if f.status == "warn"]
+        outs["probes"] = [p.as_dict() for p in live.probes]
+        outs["health"] = [f"{h.stream}/{h.durable}: {h.line}" for h in live.health]
     hook = props.get("hook") or ""
     if hook:
         done = subprocess.run(hook, shell=True, capture_output=True, text=True, timeout=HOOK_TIMEOUT, check=False)
@@ -72,18 +88,28 @@ class PhaseGate(dyn.Resource, module="jetstream", name="PhaseGate"):
 
     checks: pulumi.Output[int]
     warnings: pulumi.Output[list[str]]
+    #: Each routing probe: pattern, subject, expected and actual stream, seq, rtt_ms (components.probe).
+    probes: pulumi.Output[list[dict]]
+    health: pulumi.Output[list[str]]
 
     def __init__(self, name: str, stack: StackConfig, connection: ConnectionSettings,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         servers, creds = rc.connection_inputs(connection)
+        skip = {"allow_data_loss", "drain_timeout", "rollout_hooks", "verify"}
+        if stack.probe == ProbeSettings():
+            # Default probe settings parse back the same when left out, and a stack applied before the
+            # probe existed then sees no change to its gate.
+            skip.add("probe")
         props = {
             "phase": stack.phase,
-            "stack": stack.model_dump(mode="json", exclude={"allow_data_loss", "drain_timeout", "rollout_hooks", "verify"}),
+            "stack": stack.model_dump(mode="json", exclude=skip),
             "verify": stack.verify,
             "hook": stack.rollout_hooks.get(stack.phase, ""),
             rc.SERVERS: servers,
             rc.CREDENTIALS: pulumi.Output.secret(creds) if creds else {},
             "checks": None,
             "warnings": None,
+            "probes": None,
+            "health": None,
         }
         super().__init__(PhaseGateProvider(), name, props, opts)

@@ -30,8 +30,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "previews"
 FIXTURE_URL = "nats://127.0.0.1:4222"
 #: The arguments `eventbus preview-report` gives `pulumi preview`.
 PREVIEW_ARGS = ("--json", "--show-sames")
-#: State fields that only say where and when a capture ran.
-_VOLATILE = frozenset({"stackTrace", "sourcePosition", "created", "modified"})
+#: State fields that only say where and when a capture ran (and the gate's probes: random ids, round trips).
+_VOLATILE = frozenset({"stackTrace", "sourcePosition", "created", "modified", "probes"})
 _PROVIDER_ID = re.compile(r"(pulumi:providers:[\w-]+::default::)[0-9a-f-]{36}")
 _ABSOLUTE = re.compile(r"(?<![\w.:/>])/(?:[\w.+-]+/)+")
 LEGACY_URN = "urn:pulumi:test::aa-event-bus::aa:eventbus:EventBus$pulumi-python:dynamic/jetstream:Stream::ATHLETE_ALLY_EVENTS"

@@ -7,12 +7,14 @@ components.binding as the normalize-service does.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from components.config import parse_stack_config
 from components.nats_client import ConnectionSettings, JetStream
+from components.probe import BODY_PREFIX
 from components.verify import passed, stored_subjects, verify_phase
 from tests.harness import NatsCluster, NatsServer, PulumiProject
 from tests.traffic import Publisher, Recorder, wait_until
@@ -63,12 +65,20 @@ def settle(project: PulumiProject, publisher: Publisher, seen: Recorder, timeout
     return set(publisher.acked) - seen.ids()
 
 
+def gate_probes(project: PulumiProject) -> list[dict]:
+    """The routing probes the phase gate ran on the last `pulumi up` (its outputs in the stack state)."""
+    resources = json.loads(project.export())["deployment"]["resources"]
+    gate = next(r for r in resources if r["urn"].endswith("::phase-gate-event-bus"))
+    return list(gate["outputs"]["probes"])
+
+
 def test_walk_0_1_2_3_2_1_0_with_traffic_processes_every_published_message(
     project: PulumiProject, js: JetStream, nats_server: NatsServer) -> None:
     project.up()
     seen = Recorder()
     running = workers(nats_server.url, seen)
     publisher = Publisher(nats_server.url, SUBJECTS, interval=0.005).start()
+    probes: list[dict] = []
     try:
         for phase in (1, 2, 3, 2, 1, 0):
             if phase == 3:
@@ -79,6 +89,9 @@ def test_walk_0_1_2_3_2_1_0_with_traffic_processes_every_published_message(
             project.up()
             check_phase(js, phase)
             assert project.outputs()["phase"] == phase
+            step = gate_probes(project)
+            assert len(step) == 4 and all(p["actual"] == p["expected"] and p["deleted"] for p in step), step
+            probes += step
     finally:
         publisher.stop()
     try:
@@ -91,6 +104,9 @@ def test_walk_0_1_2_3_2_1_0_with_traffic_processes_every_published_message(
     # The subjects really moved: messages were processed on every stream that owned them.
     streams = set().union(*seen.seen.values())
     assert {LEGACY, CORE, VENDOR} <= streams
+    # The gate probed every step under traffic, and no bound worker ever received a probe.
+    assert len({p["subject"] for p in probes}) == len(probes) == 24
+    assert not [i for i in seen.ids() if i.startswith(BODY_PREFIX)]
 
 
 def seeds_state(js: JetStream, backlog: int) -> list[str]:
