@@ -7,12 +7,15 @@ shorter one than tests/test_migration.py's (0, 1, 2, 1) with the same retrying
 publisher and binding workers. The concurrent test runs `pulumi up` of one stack
 from two checkouts (two project directories, one backend): the second starts while
 the first holds the stack's lock, and fails on it with Pulumi's own message; the
-state stays whole and a further `pulumi up` has nothing to do.
+state stays whole and a further `pulumi up` has nothing to do. The last test shows
+which backend a command uses: PULUMI_BACKEND_URL over Pulumi.yaml's `backend.url`
+(file://./.pulumi-state) over `pulumi login`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -22,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from components.nats_client import JetStream
-from tests.harness import NatsServer, PulumiProject
+from tests.harness import ROOT, VENV_BIN, NatsServer, PulumiProject
 from tests.postgres import PostgresServer
 from tests.test_migration import SUBJECTS, check_phase, settle, workers
 from tests.traffic import Publisher, Recorder
@@ -136,3 +139,39 @@ def test_up_from_two_checkouts_at_once_the_second_fails_on_the_lock_and_the_stat
     check_phase(js, 1)
     second.up("--expect-no-changes")
     assert second.outputs()["phase"] == 1
+
+
+def test_backend_choice_env_url_beats_pulumi_yaml_which_beats_pulumi_login(
+        tmp_path: Path, postgres: PostgresServer) -> None:
+    """PULUMI_BACKEND_URL > Pulumi.yaml's `backend.url` > `pulumi login` (pkg/v3 workspace/creds.go)."""
+    table = "choice_state"
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "Pulumi.yaml", project / "Pulumi.yaml")
+    (project / ".pulumi-state").mkdir()  # as scripts/setup.sh leaves it in a checkout
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "PG"))}
+    env.update(PULUMI_HOME=str(tmp_path / "home"), PULUMI_CONFIG_PASSPHRASE="test-only",
+               PULUMI_SKIP_UPDATE_CHECK="true", PATH=f"{VENV_BIN}:{env.get('PATH', '')}")
+
+    def pulumi(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["pulumi", *args, "--non-interactive", "--cwd", str(project)], env={**env, **extra},
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    def local(stack: str) -> bool:
+        return (project / ".pulumi-state" / ".pulumi" / "stacks" / "aa-event-bus" / f"{stack}.json").exists()
+
+    def shared(stack: str) -> bool:
+        return keys(postgres, table, f"%/.pulumi/stacks/aa-event-bus/{stack}.json") != []
+
+    # `pulumi login` to the shared backend is not enough inside this project: Pulumi.yaml wins.
+    assert pulumi("login", postgres.url(table)).returncode == 0
+    done = pulumi("stack", "init", "after-login")
+    assert done.returncode == 0, done.stderr
+    assert local("after-login") and not shared("after-login")
+    # PULUMI_BACKEND_URL wins over Pulumi.yaml (the password from PGPASSWORD, not the URL).
+    url = postgres.url(table).replace(f":{postgres.password}@", "@")
+    done = pulumi("stack", "init", "from-env", PULUMI_BACKEND_URL=url, PGPASSWORD=postgres.password)
+    assert done.returncode == 0, done.stderr
+    assert shared("from-env") and not local("from-env")
+    whoami = pulumi("whoami", "--verbose", PULUMI_BACKEND_URL=url, PGPASSWORD=postgres.password)
+    assert f"Backend URL: {url}" in whoami.stdout and postgres.password not in whoami.stdout
