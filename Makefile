@@ -6,10 +6,15 @@ VENV  := .venv
 ACT   := source $(VENV)/bin/activate &&
 STACK ?= staging
 
-.PHONY: setup up down test lint unit preview drift preview-report bench clean
+.PHONY: setup test-deps up down test lint unit preview drift preview-report bench clean
 
 setup:
 	@bash scripts/setup.sh
+
+# What only the tests need: a PostgreSQL server (the shared-backend tests) and the
+# mermaid parser (tests/mermaid, npm). Idempotent; quick when both are there.
+test-deps: setup
+	@bash scripts/test-deps.sh
 
 up: setup
 	@bash scripts/nats.sh start
@@ -23,8 +28,10 @@ down:
 lint: setup
 	@$(ACT) ruff check components tests toolchain benchmarks __main__.py
 	@$(ACT) mypy
+	@$(ACT) actionlint
+	@$(ACT) yamllint .github/workflows .yamllint
 
-test: lint
+test: lint test-deps
 	@$(ACT) pytest -q
 
 unit: setup

@@ -261,9 +261,11 @@ def _subject_count(js: JetStream, stream_name: str, subject: str) -> int:
 
 @main.command("plan", epilog=EXIT_CODES)
 @click.argument("phase", type=click.IntRange(0, 3))
+@click.option("--mermaid", is_flag=True,
+              help="Print only the subject-ownership diagram (Mermaid), as the preview report shows it.")
 @json_option
 @click.pass_context
-def plan_cmd(click_ctx: click.Context, phase: int) -> None:
+def plan_cmd(click_ctx: click.Context, phase: int, mermaid: bool) -> None:
     """The impact of moving to PHASE (0-3), before anyone runs it.
 
     Who owns each subject now (live) and in PHASE, the messages stored under each
@@ -281,6 +283,9 @@ def plan_cmd(click_ctx: click.Context, phase: int) -> None:
         for o in dx.subject_owners(ctx.stack, phase, live) if o.moves and o.now
     }
     report = dx.plan_report(ctx.stack, phase, live, consumers, counts)
+    if mermaid:
+        click.echo(preview_report.ownership_mermaid(preview_report.plan_ownership(report)), nl=False)
+        return
     _emit(ctx, dx.format_plan(report, ctx.url, ctx.stack_phase), dx.plan_json(report, ctx.url, ctx.stack_phase))
 
 

@@ -38,8 +38,10 @@ from pydantic import ValidationError
 
 from components import resource_common as rc
 from components.consumer import ConsumerSpec
+from components.diagnostics import PlanReport
 from components.migration import EMPTY_STREAMS_NOTE
 from components.stream import StreamSpec
+from components.subjects import subjects_overlap
 
 #: Exit codes.
 OK, BLOCKED, CANNOT_PREVIEW = 0, 1, 2
@@ -541,6 +543,7 @@ def to_markdown(summary: Summary) -> str:
         lines += [f"- {_code(m.what)}: {_stream_text(m.source, new=False)} → {_stream_text(m.target, new=True)}"
                   for m in summary.subject_moves]
         lines.append("")
+    lines += ownership_section(summary)
     warnings = [d for d in summary.diagnostics if d.severity == "warning"]
     if warnings:
         lines += ["**Warnings from the program**", ""]
@@ -602,6 +605,131 @@ def build_report(stdout: str, returncode: int, stderr: str, stack: str | None) -
             {"severity": "error", "message": f"pulumi preview exited {returncode}: {tail or '(no message)'}"},
         ]}
     return render(preview, name)
+
+
+# -- the ownership diagram ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Ownership:
+    """Which stream owns each subject before and after a change; None is "no stream"."""
+
+    before: Mapping[str, str | None]
+    after: Mapping[str, str | None]
+    created: frozenset[str] = frozenset()  # streams the change creates
+    deleted: frozenset[str] = frozenset()  # streams the change deletes
+    kept: frozenset[tuple[str, str]] = frozenset()  # (durable, stream): kept on a stream until it drains
+    streams: frozenset[str] = frozenset()  # every other stream to show (e.g. one owning no subjects)
+
+    @property
+    def moves(self) -> list[Move]:
+        subjects = sorted(set(self.before) | set(self.after))
+        return [Move(s, self.before.get(s), self.after.get(s)) for s in subjects
+                if self.before.get(s) != self.after.get(s)]
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.moves or self.created or self.deleted or self.kept)
+
+
+def ownership(summary: Summary) -> Ownership:
+    """Subject ownership before and after a preview, from its streams' old and new inputs.
+
+    A durable is kept to drain when the preview keeps it (no delete) on a stream that,
+    after the change, owns none of the subjects it reads: the program keeps such a
+    durable only while it still has unprocessed messages.
+    """
+    streams = [r for r in summary.resources if r.kind == "stream"]
+    before = {s: r.name for r in streams for s in r.old.get("subjects") or []}
+    after = {s: r.name for r in streams if r.op != "delete" for s in r.new.get("subjects") or []}
+    owned_after = {r.name: list(r.new.get("subjects") or []) for r in streams if r.op != "delete"}
+    kept = set()
+    for res in summary.resources:
+        if res.kind != "consumer" or res.op == "delete" or _stream_of(res) not in owned_after:
+            continue
+        filters = res.new.get("filter_subjects") or []
+        if filters and not any(subjects_overlap(f, s) for f in filters for s in owned_after[_stream_of(res)]):
+            kept.add((_durable(res), _stream_of(res)))
+    return Ownership(before, after,
+                     frozenset(r.name for r in streams if r.op in ("create", "import")),
+                     frozenset(r.name for r in streams if r.op == "delete"),
+                     frozenset(kept), frozenset(r.name for r in streams))
+
+
+def plan_ownership(report: PlanReport) -> Ownership:
+    """Subject ownership now (live) and in the planned phase, from `eventbus plan`'s report.
+
+    A durable is kept to drain when it leaves its stream with unprocessed messages,
+    the rule the program applies (topology.plan).
+    """
+    kept = {(c.durable, c.stream) for c in report.consumers
+            if c.stream and c.stream != c.then and (c.pending or 0) + (c.ack_pending or 0) > 0}
+    named = {o.now for o in report.subjects if o.now} | {s.name for s in report.streams if s.action == "keep"}
+    return Ownership(
+        before={o.subject: o.now for o in report.subjects},
+        after={o.subject: o.then for o in report.subjects},
+        created=frozenset(s.name for s in report.streams if s.action == "create"),
+        deleted=frozenset(s.name for s in report.streams if s.action == "remove"),
+        kept=frozenset(kept),
+        streams=frozenset(named),
+    )
+
+
+def _mermaid_text(text: str) -> str:
+    """Text for a quoted Mermaid label: quotes as entities, nothing that ends the label."""
+    return text.replace('"', "#quot;").replace("\n", " ")
+
+
+#: The node for "no stream" (a subject that nobody owns before or after).
+NO_STREAM = "none"
+
+
+def ownership_mermaid(own: Ownership) -> str:
+    """A Mermaid flowchart of `own`: each stream a node (with the subjects it keeps, and
+    whether it is new, deleted or left owning no subjects), each moving subject a
+    labelled edge from its old owner to its new one, each durable kept to drain a marked
+    node on its stream. Deterministic: the same ownership gives the same text. Pure."""
+    names = sorted({n for n in (*own.before.values(), *own.after.values()) if n}
+                   | own.created | own.deleted | own.streams | {stream for _, stream in own.kept})
+    ids = {name: f"s{i}" for i, name in enumerate(names)}
+    lines = ["flowchart LR"]
+    for name in names:
+        keeps = sorted(s for s, owner in own.before.items() if owner == name and own.after.get(s) == name)
+        label = [name]
+        if name in own.created:
+            label.append("(new)")
+        elif name in own.deleted:
+            label.append("(deleted)")
+        elif not any(owner == name for owner in own.after.values()):
+            label.append("owns no subjects")
+        if keeps:
+            label.append("keeps: " + ", ".join(keeps))
+        lines.append(f'  {ids[name]}["{"<br/>".join(_mermaid_text(part) for part in label)}"]')
+    moves = own.moves
+    if any(m.source is None or m.target is None for m in moves):
+        lines.append(f'  {NO_STREAM}(["(no stream)"])')
+    for m in moves:
+        source = ids[m.source] if m.source else NO_STREAM
+        target = ids[m.target] if m.target else NO_STREAM
+        lines.append(f'  {source} -->|"{_mermaid_text(m.what)}"| {target}')
+    for i, (durable, stream) in enumerate(sorted(own.kept)):
+        lines.append(f'  k{i}(["{_mermaid_text(durable)}<br/>kept until it drains"]) -.- {ids[stream]}')
+    lines.append("  classDef new stroke-width:3px")
+    lines.append("  classDef deleted stroke-dasharray:5 5")
+    lines.append("  classDef kept fill:#fff4d6,stroke:#b7791f,stroke-dasharray:3 3")
+    for cls, members in (("new", own.created), ("deleted", own.deleted)):
+        if members:
+            lines.append(f"  class {','.join(ids[n] for n in sorted(members))} {cls}")
+    if own.kept:
+        lines.append(f"  class {','.join(f'k{i}' for i in range(len(own.kept)))} kept")
+    return "\n".join(lines) + "\n"
+
+
+def ownership_section(summary: Summary) -> list[str]:
+    """The report's diagram block (GitHub renders ```mermaid), or nothing when no ownership changes."""
+    own = ownership(summary)
+    if not own.changes:
+        return []
+    return ["**Subject ownership, before → after**", "", "```mermaid", *ownership_mermaid(own).splitlines(),
+            "```", ""]
 
 
 # -- edge --------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # One-time and every-time set-up, idempotent: the virtualenv with the project and
-# its tools, the Pulumi CLI built from Go modules (cached per version outside the
-# clone), and an activation script that keeps Pulumi off the network.
+# its tools, the Pulumi CLI (an installed one on PATH when it fits the pinned SDK,
+# else built from Go modules and cached per version outside the clone: see
+# scripts/toolchain.sh, which says which one it uses), and an activation script that
+# keeps Pulumi off the network.
 #
-#   scripts/setup.sh        then: source .venv/bin/activate
+#   scripts/setup.sh                      then: source .venv/bin/activate
+#   JSM_PULUMI=build scripts/setup.sh     always the Go build (JSM_PULUMI=installed: never)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Builds the Pulumi CLI from Go modules at the version pinned in
-# requirements.txt into a per-version cache outside the clone, and installs
-# the Python language host next to it. Idempotent: a cached build is reused in
-# well under a second.
+# Puts a Pulumi CLI that fits the pinned SDK (requirements.txt) into BINDIR, and says
+# which one it is. Two paths:
+#
+#   installed  a `pulumi` already on PATH (outside BINDIR) whose version is v3 and at
+#              least the pinned SDK's, with the official `pulumi-language-python` and
+#              the dynamic-provider plugin `pulumi-resource-pulumi-python` next to it
+#              (as Pulumi's own installers and `pulumi/actions` lay them out).
+#              BINDIR/pulumi becomes a symlink to it: the engine finds its bundled
+#              plugins beside its own resolved executable (/proc/self/exe).
+#   build      the CLI built from Go modules at the pinned version into a per-version
+#              cache outside the clone, with the Python language host adaptor next
+#              to it (below). Used when no installed CLI fits, e.g. on a machine with
+#              no download access. A cached build is reused in well under a second.
 #
 # What the Go module proxy serves (checked 2026-11-23): pkg/v3 and sdk/v3 at
 # the release tags. It refuses (403) the Python language host module
 # (sdk/python/cmd/pulumi-language-python/v3, untagged: every commit and
 # pseudo-version form) and the pulumi-command provider module
-# (pulumi-command/provider, untagged). So the language host is
+# (pulumi-command/provider, untagged). So the build path's language host is
 # toolchain/language_host.py, a thin LanguageRuntime adaptor on the Pulumi
 # SDK's own gRPC stubs that runs the SDK's pulumi-language-python-exec, and the
 # pulumi-command plugin is not installed (see README, "Toolchain").
@@ -16,6 +25,8 @@
 #   scripts/toolchain.sh BINDIR     # link the binaries into BINDIR (e.g. .venv/bin)
 #
 # Environment:
+#   JSM_PULUMI      auto (default): installed when one fits, else build;
+#                   installed: fail unless an installed CLI fits; build: always build.
 #   JSM_CACHE_DIR   where built binaries are kept (default: $XDG_CACHE_HOME or
 #                   ~/.cache, then /jetstream-migrate)
 set -euo pipefail
@@ -61,22 +72,89 @@ build_pulumi() {
   rm -rf "$work"
 }
 
-[ -x "$pulumi_dir/pulumi" ] || build_pulumi
+# -- the installed path ------------------------------------------------------------------
+# Plugins the program needs beside an installed CLI: the Python language host and the
+# dynamic-provider shim (every resource here is a dynamic provider).
+plugins=(pulumi-language-python pulumi-resource-pulumi-python)
 
-# The engine looks for its bundled plugins (the language host, the dynamic-provider
-# shim) next to its own executable after resolving symlinks: so pulumi is a hard
-# link (or a copy across filesystems), and the plugins sit beside it.
-rm -f "$bindir/pulumi"
-ln "$pulumi_dir/pulumi" "$bindir/pulumi" 2>/dev/null || cp "$pulumi_dir/pulumi" "$bindir/pulumi"
-for f in pulumi-language-python-exec pulumi-resource-pulumi-python; do
-  ln -sfn "$pulumi_dir/$f" "$bindir/$f"
-done
-# The language host: our adaptor, run by the interpreter of this virtualenv.
-cat > "$bindir/pulumi-language-python" <<HOST
+version_fits() { # "v3.X.Y[-...]" is v3 and at least the pinned version
+  local v="${1#v}" x y z px py pz
+  [[ "$v" =~ ^3\.([0-9]+)\.([0-9]+) ]] || return 1
+  x=3 y="${BASH_REMATCH[1]}" z="${BASH_REMATCH[2]}"
+  IFS=. read -r px py pz <<<"$pulumi_v"
+  [ "$x" = "$px" ] && { [ "$y" -gt "$py" ] || { [ "$y" -eq "$py" ] && [ "$z" -ge "$pz" ]; }; }
+}
+
+# The first `pulumi` on PATH that fits, outside BINDIR and the build cache (those are
+# this script's own); why each other one does not fit goes to stderr.
+find_installed() {
+  local dir real home got missing p
+  local IFS=:
+  for dir in $PATH; do
+    [ -n "$dir" ] && [ -x "$dir/pulumi" ] && [ ! -d "$dir/pulumi" ] || continue
+    [ "$(cd "$dir" 2>/dev/null && pwd -P)" = "$(cd "$bindir" && pwd -P)" ] && continue
+    real="$(readlink -f "$dir/pulumi")"
+    home="$(dirname "$real")"
+    [ "$home" = "$(readlink -f "$pulumi_dir" 2>/dev/null || echo "$pulumi_dir")" ] && continue
+    got="$(PULUMI_SKIP_UPDATE_CHECK=true "$real" version 2>/dev/null | head -n1 || true)"
+    if ! version_fits "$got"; then
+      echo "toolchain: not using $real: version '${got:-unknown}' does not fit the pinned SDK (needs v3, at least v$pulumi_v)" >&2
+      continue
+    fi
+    missing=""
+    for p in "${plugins[@]}"; do [ -x "$home/$p" ] || missing="$missing $p"; done
+    if [ -n "$missing" ]; then
+      echo "toolchain: not using $real ($got): missing next to it:$missing" >&2
+      continue
+    fi
+    printf '%s %s\n' "$real" "$got"
+    return 0
+  done
+  return 1
+}
+
+use_installed() { # REAL VERSION: BINDIR/pulumi -> REAL; this script's own plugin files removed
+  rm -f "$bindir/pulumi" "$bindir/pulumi-language-python" \
+        "$bindir/pulumi-language-python-exec" "$bindir/pulumi-resource-pulumi-python"
+  ln -s "$1" "$bindir/pulumi"
+  printf 'installed %s %s\n' "$2" "$1" > "$bindir/.pulumi-toolchain"
+  echo "toolchain: using the installed pulumi $2 at $1 (JSM_PULUMI=build builds it from Go modules instead)" >&2
+}
+
+use_build() {
+  [ -x "$pulumi_dir/pulumi" ] || build_pulumi
+  # The engine looks for its bundled plugins (the language host, the dynamic-provider
+  # shim) next to its own resolved executable: so pulumi is a hard link (or a copy
+  # across filesystems), and the plugins sit beside it.
+  rm -f "$bindir/pulumi"
+  ln "$pulumi_dir/pulumi" "$bindir/pulumi" 2>/dev/null || cp "$pulumi_dir/pulumi" "$bindir/pulumi"
+  for f in pulumi-language-python-exec pulumi-resource-pulumi-python; do
+    ln -sfn "$pulumi_dir/$f" "$bindir/$f"
+  done
+  # The language host: our adaptor, run by the interpreter of this virtualenv.
+  cat > "$bindir/pulumi-language-python" <<HOST
 #!/bin/sh
 PULUMI_LANGUAGE_PYTHON_EXEC="$bindir/pulumi-language-python-exec" exec "$bindir/python" "$here/toolchain/language_host.py" "\$@"
 HOST
-chmod +x "$bindir/pulumi-language-python"
+  chmod +x "$bindir/pulumi-language-python"
+  printf 'build v%s %s\n' "$pulumi_v" "$pulumi_dir/pulumi" > "$bindir/.pulumi-toolchain"
+  echo "toolchain: using pulumi v$pulumi_v built from Go modules ($pulumi_dir)" >&2
+}
 
-got="$("$bindir/pulumi" version)"
-[ "$got" = "v$pulumi_v" ] || { echo "toolchain: pulumi version says '$got', expected v$pulumi_v" >&2; exit 1; }
+mode="${JSM_PULUMI:-auto}"
+case "$mode" in
+  auto)
+    if found="$(find_installed)"; then use_installed ${found}; else use_build; fi ;;
+  installed)
+    found="$(find_installed)" || {
+      echo "toolchain: JSM_PULUMI=installed, but no pulumi on PATH fits: install Pulumi v$pulumi_v or later" \
+           "(with its pulumi-language-python), or unset JSM_PULUMI to build it from Go modules" >&2
+      exit 1
+    }
+    use_installed ${found} ;;
+  build) use_build ;;
+  *) echo "toolchain: JSM_PULUMI must be auto, installed or build (got '$mode')" >&2; exit 1 ;;
+esac
+
+got="$(PULUMI_SKIP_UPDATE_CHECK=true "$bindir/pulumi" version)"
+version_fits "$got" || { echo "toolchain: $bindir/pulumi says '$got', expected v3 at least v$pulumi_v" >&2; exit 1; }

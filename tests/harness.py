@@ -125,6 +125,10 @@ class PulumiProject:
     config: dict[str, Any] = field(default_factory=dict)
     program: Path = ROOT
     namespace: str = "aa-event-bus"
+    #: The state backend URL; None: a file backend of its own under workdir.
+    backend: str | None = None
+    #: False for a second checkout of a stack that already exists in `backend`.
+    init_stack: bool = True
 
     def __post_init__(self) -> None:
         self.dir = self.workdir / "project"
@@ -138,14 +142,15 @@ class PulumiProject:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")},
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
-            "PULUMI_BACKEND_URL": f"file://{self.workdir / 'state'}",
+            "PULUMI_BACKEND_URL": self.backend or f"file://{self.workdir / 'state'}",
             "PULUMI_HOME": str(self.workdir / "home"),
             "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
         }
-        self.run("stack", "init", self.stack)
+        if self.init_stack:
+            self.run("stack", "init", self.stack)
         for key, value in self.config.items():
             self.set(key, value)
 

@@ -1,11 +1,89 @@
-"""The toolchain that set-up installs: versions line up and nothing reaches for the network."""
+"""The toolchain that set-up installs: versions line up and nothing reaches for the network.
+
+scripts/toolchain.sh has two paths, both tested here: an installed `pulumi` on PATH
+that fits the pinned SDK (laid out in a temporary directory as Pulumi's installers do:
+this machine's CLI with a Python language host and the dynamic-provider plugin beside
+it), and the build from Go modules (its per-version cache pre-filled from this
+machine's CLI, so no test pays for a cold build).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from importlib.metadata import version
+from pathlib import Path
 
-from tests.harness import ROOT, VENV_BIN
+import pytest
+
+from tests.harness import ROOT, VENV_BIN, PulumiProject
+
+PIN = version("pulumi")
+TOOLCHAIN = ROOT / "scripts" / "toolchain.sh"
+#: What toolchain.sh needs besides the directories a test puts first: no other pulumi.
+BASE_PATH = "/usr/bin:/bin"
+
+
+def _real_pulumi() -> Path:
+    """The CLI set-up installed (either path), and the directory its plugins sit in."""
+    return (VENV_BIN / "pulumi").resolve()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def installed_layout(where: Path) -> Path:
+    """A Pulumi install as its installers lay it out: pulumi, pulumi-language-python and the
+    dynamic-provider plugin in one directory. The language host is this project's adaptor
+    (the official one cannot be had here); it notes each start in host.log."""
+    where.mkdir(parents=True, exist_ok=True)
+    home = _real_pulumi().parent
+    for name in ("pulumi", "pulumi-language-python-exec", "pulumi-resource-pulumi-python"):
+        _link_or_copy((home / name).resolve(), where / name)
+    host = where / "pulumi-language-python"
+    host.write_text(
+        "#!/bin/sh\n"
+        f'echo started >> "{where}/host.log"\n'
+        f'PULUMI_LANGUAGE_PYTHON_EXEC="{where}/pulumi-language-python-exec" '
+        f'exec "{VENV_BIN}/python" "{ROOT}/toolchain/language_host.py" "$@"\n'
+    )
+    host.chmod(0o755)
+    return where
+
+
+def build_cache(where: Path) -> Path:
+    """A JSM_CACHE_DIR whose build of the pinned version is already there."""
+    built = where / f"pulumi-v{PIN}"
+    built.mkdir(parents=True)
+    home = _real_pulumi().parent
+    for name in ("pulumi", "pulumi-language-python-exec", "pulumi-resource-pulumi-python"):
+        _link_or_copy((home / name).resolve(), built / name)
+    return where
+
+
+def fake_pulumi(where: Path, says: str) -> Path:
+    """A `pulumi` whose `version` prints `says`."""
+    where.mkdir(parents=True, exist_ok=True)
+    script = where / "pulumi"
+    script.write_text(f"#!/bin/sh\necho {says}\n")
+    script.chmod(0o755)
+    return where
+
+
+def toolchain(tmp_path: Path, *first: Path, mode: str | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run toolchain.sh into a fresh BINDIR with `first` before BASE_PATH on PATH."""
+    bindir = tmp_path / "bin"
+    env = {k: v for k, v in os.environ.items() if k != "JSM_PULUMI"}
+    env.update(PATH=":".join([*map(str, first), BASE_PATH]), JSM_CACHE_DIR=str(build_cache(tmp_path / "cache")))
+    if mode is not None:
+        env["JSM_PULUMI"] = mode
+    done = subprocess.run(["bash", str(TOOLCHAIN), str(bindir)], capture_output=True, text=True, env=env, check=False)
+    return done, bindir
 
 
 def test_pulumi_cli_version_equals_v_plus_the_installed_sdk_version() -> None:
@@ -13,12 +91,15 @@ def test_pulumi_cli_version_equals_v_plus_the_installed_sdk_version() -> None:
     assert out.strip() == f"v{version('pulumi')}"
 
 
-def test_pulumi_and_its_bundled_plugins_sit_together_in_the_virtualenv() -> None:
-    for name in ("pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-pulumi-python"):
-        path = VENV_BIN / name
-        assert path.exists() and path.stat().st_mode & 0o111, f"{name} missing or not executable"
-    # A hard link (not a symlink) so the engine finds the plugins beside it.
-    assert not (VENV_BIN / "pulumi").is_symlink()
+def test_pulumi_and_its_bundled_plugins_sit_together_beside_the_resolved_cli() -> None:
+    # The engine looks for them beside its own resolved executable: a hard link to the
+    # build, or a symlink to an installed CLI whose directory holds them.
+    home = _real_pulumi().parent
+    for name in ("pulumi-language-python", "pulumi-resource-pulumi-python"):
+        path = home / name
+        assert path.exists() and path.stat().st_mode & 0o111, f"{name} missing or not executable in {home}"
+    kind = (VENV_BIN / ".pulumi-toolchain").read_text().split()[0]
+    assert kind == ("installed" if (VENV_BIN / "pulumi").is_symlink() else "build")
 
 
 def test_nats_server_from_the_wheel_is_2_15() -> None:
@@ -57,3 +138,75 @@ def test_committed_stack_files_parse_staging_one_replica_production_three() -> N
     assert (staging.replicas, production.replicas) == (1, 3)
     assert staging.nats_url == "nats://127.0.0.1:4223"
     assert len(production.nats_url.split(",")) == 3
+
+
+# -- the two paths of scripts/toolchain.sh ------------------------------------------------
+def test_toolchain_installed_cli_that_fits_is_used_and_named(tmp_path: Path) -> None:
+    installed = installed_layout(tmp_path / "installed")
+    done, bindir = toolchain(tmp_path, installed)
+    assert done.returncode == 0, done.stderr
+    assert f"using the installed pulumi v{PIN} at {installed / 'pulumi'}" in done.stderr
+    assert (bindir / "pulumi").resolve() == (installed / "pulumi").resolve()
+    assert not (bindir / "pulumi-language-python").exists(), "the installed CLI brings its own language host"
+    assert (bindir / ".pulumi-toolchain").read_text().split()[:2] == ["installed", f"v{PIN}"]
+
+
+def test_toolchain_installed_cli_older_than_the_pin_is_passed_over_for_the_build(tmp_path: Path) -> None:
+    old = fake_pulumi(tmp_path / "old", "v3.100.0")
+    done, bindir = toolchain(tmp_path, old)
+    assert done.returncode == 0, done.stderr
+    assert f"not using {old / 'pulumi'}: version 'v3.100.0' does not fit the pinned SDK" in done.stderr
+    assert f"using pulumi v{PIN} built from Go modules" in done.stderr
+    assert not (bindir / "pulumi").is_symlink()
+    assert subprocess.run([str(bindir / "pulumi"), "version"], capture_output=True, text=True,
+                          check=True).stdout.strip() == f"v{PIN}"
+
+
+def test_toolchain_installed_cli_of_another_major_version_is_passed_over(tmp_path: Path) -> None:
+    other = fake_pulumi(tmp_path / "v4", "v4.0.0")
+    done, _ = toolchain(tmp_path, other, mode="installed")
+    assert done.returncode == 1
+    assert "version 'v4.0.0' does not fit the pinned SDK (needs v3" in done.stderr
+
+
+def test_toolchain_installed_cli_without_a_language_host_beside_it_is_passed_over(tmp_path: Path) -> None:
+    installed = installed_layout(tmp_path / "installed")
+    (installed / "pulumi-language-python").unlink()
+    done, bindir = toolchain(tmp_path, installed)
+    assert done.returncode == 0, done.stderr
+    assert "missing next to it: pulumi-language-python" in done.stderr
+    assert "built from Go modules" in done.stderr and not (bindir / "pulumi").is_symlink()
+
+
+def test_toolchain_override_build_ignores_a_fitting_installed_cli(tmp_path: Path) -> None:
+    done, bindir = toolchain(tmp_path, installed_layout(tmp_path / "installed"), mode="build")
+    assert done.returncode == 0, done.stderr
+    assert "built from Go modules" in done.stderr and "using the installed" not in done.stderr
+    assert not (bindir / "pulumi").is_symlink()
+    assert (bindir / "pulumi-language-python").exists()
+
+
+def test_toolchain_override_installed_without_a_fitting_cli_fails_naming_the_fix(tmp_path: Path) -> None:
+    done, bindir = toolchain(tmp_path, fake_pulumi(tmp_path / "old", "v3.100.0"), mode="installed")
+    assert done.returncode == 1
+    assert "JSM_PULUMI=installed, but no pulumi on PATH fits" in done.stderr
+    assert "unset JSM_PULUMI to build it" in done.stderr
+    assert not (bindir / "pulumi").exists()
+
+
+def test_toolchain_override_unknown_value_fails_naming_the_allowed_ones(tmp_path: Path) -> None:
+    done, _ = toolchain(tmp_path, mode="download")
+    assert done.returncode == 1
+    assert "JSM_PULUMI must be auto, installed or build (got 'download')" in done.stderr
+
+
+@pytest.mark.pulumi
+def test_pulumi_up_through_an_installed_cli_runs_the_program_with_its_language_host(
+        tmp_path: Path, project: PulumiProject) -> None:
+    installed = installed_layout(tmp_path / "installed")
+    done, bindir = toolchain(tmp_path / "tc", installed, mode="installed")
+    assert done.returncode == 0, done.stderr
+    project.env["PATH"] = f"{bindir}:{project.env['PATH']}"
+    project.up()
+    assert (installed / "host.log").read_text().count("started") >= 1, "the engine used another language host"
+    assert project.outputs()["phase"] == 0
