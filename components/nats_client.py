@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import ssl
 import tempfile
 import threading
@@ -21,7 +22,8 @@ from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client, RawCredentials
-from nats.errors import NoRespondersError, NoServersError
+from nats.errors import AuthorizationError, NoRespondersError, NoServersError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -147,17 +149,63 @@ def _tls_context(settings: ConnectionSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+def connect_failure(exc: BaseException, timeout: float) -> str:
+    """The cause of a failed connect attempt, in words an operator acts on.
+
+    One of: authorization violation, TLS, connection refused, host not found, no answer
+    (timeout), or the error's own text.
+    """
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, AuthorizationError) or "authorization violation" in lowered or "authentication" in lowered:
+        return ("authorization violation: the server refused these credentials (check natsUser/natsPassword, "
+                "natsToken, natsCreds or natsNkeySeed; for eventbus NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS)")
+    if isinstance(exc, ssl.SSLError) or "tls" in lowered or "ssl" in lowered:
+        reason = getattr(exc, "reason", None) or text or type(exc).__name__
+        return f"TLS: {reason} (check the URL scheme tls:// and natsTlsCa/natsTlsCert/natsTlsKey)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens on that host and port (check natsUrl or NATS_URL)"
+    if isinstance(exc, socket.gaierror):
+        return f"host not found ({exc.strerror or text}; check natsUrl or NATS_URL)"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, NatsTimeout)):
+        return f"no answer within {timeout:g}s (connect timeout; check natsUrl or NATS_URL, and the network)"
+    if isinstance(exc, OSError):
+        return exc.strerror or text or type(exc).__name__
+    return text or type(exc).__name__
+
+
+class _FirstConnectFailed(Exception):
+    """Every configured server failed once: stop the client's own retries (see connect)."""
+
+
 async def connect(settings: ConnectionSettings) -> Client:
-    """Open a new NATS connection with these settings (servers, credentials, TLS)."""
-    async def _quiet(_exc: Exception) -> None:
-        return None
+    """Open a new NATS connection with these settings (servers, credentials, TLS).
+
+    The first connect tries each configured server once and then fails with every
+    server's cause (connection refused, authorization violation, TLS, timeout): a
+    deploy or a CLI that cannot reach its server says so at once, instead of waiting
+    out the client's reconnect budget. Once connected, the client reconnects as usual.
+    Raises NatsConnectionError naming the URL(s) and the cause.
+    """
+    failures: list[BaseException] = []
+    connected = False
+
+    async def _first_connect_errors(exc: Exception) -> None:
+        # nats-py retries every server max_reconnect_attempts times, reconnect_time_wait
+        # apart, before its first connect gives up; its error callback sees each attempt.
+        if connected:
+            return
+        failures.append(exc)
+        if len(failures) >= len(settings.servers):
+            raise _FirstConnectFailed
 
     kwargs: dict[str, Any] = {
         "servers": list(settings.servers),
+        "dont_randomize": True,
         "connect_timeout": settings.connect_timeout,
         "max_reconnect_attempts": 2,
         "allow_reconnect": True,
-        "error_cb": _quiet,
+        "error_cb": _first_connect_errors,
         "name": "aa-event-bus",
     }
     if settings.user:
@@ -173,14 +221,23 @@ async def connect(settings: ConnectionSettings) -> Client:
     if tls is not None:
         kwargs["tls"] = tls
     try:
-        return await nats.connect(**kwargs)
-    except (NoServersError, OSError, asyncio.TimeoutError, NatsTimeout) as exc:
+        nc = await nats.connect(**kwargs)
+    except (_FirstConnectFailed, NoServersError, OSError, asyncio.TimeoutError, NatsError) as exc:
+        causes = failures or [exc]
         raise NatsConnectionError(
-            f"cannot connect to NATS at {settings.describe()}: {exc or type(exc).__name__}. "
-            "Check natsUrl (or NATS_URL) and that the server is running with JetStream (-js)"
-        ) from exc
-    except Exception as exc:  # nats-py raises plain Exceptions for auth failures
-        raise NatsConnectionError(f"cannot connect to NATS at {settings.describe()}: {exc}") from exc
+            f"cannot connect to NATS at {settings.describe()}: {_causes(settings, causes)}"
+        ) from (causes[-1] if causes else exc)
+    connected = True
+    return nc
+
+
+def _causes(settings: ConnectionSettings, failures: list[BaseException]) -> str:
+    """One cause when all servers failed alike, else each attempt's cause in order."""
+    texts = [connect_failure(f, settings.connect_timeout) for f in failures]
+    if len(set(texts)) == 1:
+        return texts[0]
+    # Servers are tried in the order given (dont_randomize), one attempt each.
+    return "; ".join(f"{url}: {text}" for url, text in zip(settings.servers, texts, strict=False))
 
 
 def client_for(settings: ConnectionSettings) -> Client:
