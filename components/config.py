@@ -127,6 +127,7 @@ class StackConfig(_Model):
     compression: Literal["s2", "none"] = "s2"
     discard: Literal["old", "new"] = "old"
     duplicate_window: Duration = "2m"
+    max_bytes: int = Field(default=-1, description="Size limit of every stream in bytes; -1 for none")
     streams: dict[Role, StreamSettings] = Field(default_factory=_default_streams)
     consumers: dict[Literal["hrv", "oura"], DurableSettings] = Field(default_factory=_default_durables)
     allow_data_loss: tuple[str, ...] = Field(
@@ -146,6 +147,13 @@ class StackConfig(_Model):
             value = value.lower() == "true"
         if isinstance(value, bool):
             return "s2" if value else "none"
+        return value
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _max_bytes(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("use -1 for no limit or a positive number of bytes")
         return value
 
     @field_validator("nats_url")
@@ -335,6 +343,9 @@ def load_pulumi_config() -> tuple[StackConfig, ConnectionSettings]:
                     raise ConfigError(f"{namespace}:{key}", f"expected a list or mapping, got {value!r}") from None
             raw[key] = value  # numbers and booleans arrive as text; the model parses them
         stack = parse_stack_config(raw, namespace)
+        from components.topology import check_filters  # topology builds on this module
+
+        check_filters(stack)
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
     # Secret values are read as plain text here, kept in memory only, and handed to the
