@@ -120,20 +120,27 @@ def _default_durables() -> dict[Literal["hrv", "oura"], DurableSettings]:
 class StackConfig(_Model):
     """Everything the program reads from `Pulumi.<stack>.yaml`, in one validated object."""
 
-    phase: int = Field(ge=0, le=3, description="Migration phase: 0, 1, 2 or 3")
-    nats_url: str = Field(description="One or more NATS URLs, comma-separated")
-    replicas: int = Field(default=1, ge=1, le=5, description="Stream replicas: 1 on a single server, 3 in production")
-    storage: Literal["file", "memory"] = "file"
-    compression: Literal["s2", "none"] = "s2"
-    discard: Literal["old", "new"] = "old"
-    duplicate_window: Duration = "2m"
+    phase: int = Field(ge=0, le=3, description=(
+        "Migration phase 0-3: 0 legacy owns everything (+ AA_DLQ), 1 vendor.> moves to AA_VENDOR_HOT, "
+        "2 athlete-ally.> and sleep.* move to AA_CORE_HOT, 3 legacy removed"))
+    nats_url: str = Field(description=(
+        "NATS server URL(s), comma-separated, each nats://, tls://, ws:// or wss:// with a host, "
+        "e.g. nats://nats-0:4222,nats://nats-1:4222"))
+    replicas: int = Field(default=1, ge=1, le=5, description="Stream replicas, 1-5: 1 on a single server, 3 in production")
+    storage: Literal["file", "memory"] = Field(default="file", description="Storage of every stream: file or memory")
+    compression: Literal["s2", "none"] = Field(
+        default="s2", description="Compression of every stream: s2 or none (the seeds' true/false also work)")
+    discard: Literal["old", "new"] = Field(default="old", description="What a full stream discards: old or new")
+    duplicate_window: Duration = Field(default="2m", description="De-duplication window for Nats-Msg-Id, e.g. 2m")
     max_bytes: int = Field(default=-1, description="Size limit of every stream in bytes; -1 for none")
-    streams: dict[Role, StreamSettings] = Field(default_factory=_default_streams)
-    consumers: dict[Literal["hrv", "oura"], DurableSettings] = Field(default_factory=_default_durables)
+    streams: dict[Role, StreamSettings] = Field(default_factory=_default_streams, description=(
+        "Per-stream overrides, {legacy|core|vendor|dlq: {name, maxAge}}; unset fields keep the seeds' values"))
+    consumers: dict[Literal["hrv", "oura"], DurableSettings] = Field(default_factory=_default_durables, description=(
+        "Per-durable overrides, {hrv|oura: {durable, filterSubject, maxDeliver, ackWait, maxAckPending}}"))
     allow_data_loss: tuple[str, ...] = Field(
         default=(), description="Stream names or STREAM/durable ids that may be deleted or replaced with data in them"
     )
-    drain_timeout: Duration = Field(default="30s", description="How long a removed consumer may take to drain")
+    drain_timeout: Duration = Field(default="30s", description="How long deleting a durable waits for its last messages")
     verify: bool = Field(default=True, description="Run the phase verification at the end of pulumi up")
     rollout_hooks: dict[int, str] = Field(
         default_factory=dict, description="Per-phase shell command run after the phase is applied (e.g. kubectl rollout restart)"
@@ -230,6 +237,44 @@ CREDENTIAL_KEYS: dict[str, str] = {
     for name, field in ConnectionSettings.model_fields.items()
     if field.annotation == (str | None)
 }
+
+
+def _declared_type(annotation: Any) -> dict[str, Any]:
+    """The Pulumi.yaml `type` (and `items`) of a field's annotation."""
+    origin = get_origin(annotation)
+    if origin is dict:
+        return {"type": "object"}
+    if origin is tuple:
+        return {"type": "array", "items": {"type": "string"}}
+    if annotation is bool:
+        return {"type": "boolean"}
+    if annotation is int:
+        return {"type": "integer"}
+    return {"type": "string"}  # text, Literal choices, durations
+
+
+def project_config() -> dict[str, dict[str, Any]]:
+    """The `config:` declarations of Pulumi.yaml, derived from StackConfig and the credential keys.
+
+    Every key has a type and a description, so `pulumi config` and the engine know them.
+    Optional keys declare their default (the engine would otherwise require them): a
+    scalar its model default, a mapping or list the empty value (no overrides).
+    """
+    declared: dict[str, dict[str, Any]] = {}
+    for name, field in StackConfig.model_fields.items():
+        entry: dict[str, Any] = {**_declared_type(field.annotation), "description": field.description or name}
+        if not field.is_required():
+            default = field.get_default(call_default_factory=False)
+            if entry["type"] == "object":
+                default = {}
+            elif entry["type"] == "array":
+                default = []
+            entry["default"] = default
+        declared[field.alias or name] = entry
+    for key, name in CREDENTIAL_KEYS.items():
+        description = ConnectionSettings.model_fields[name].description or name
+        declared[key] = {"type": "string", "description": description, "default": ""}
+    return declared
 
 
 def _child_keys(annotation: Any) -> dict[str, Any] | None:

@@ -50,14 +50,14 @@ class ConnectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     servers: tuple[str, ...] = Field(min_length=1)
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    creds: str | None = None
-    nkey_seed: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    user: str | None = Field(default=None, description="NATS user name (with natsPassword)")
+    password: str | None = Field(default=None, description="NATS password; set it with `pulumi config set --secret`")
+    token: str | None = Field(default=None, description="NATS token; set it with `pulumi config set --secret`")
+    creds: str | None = Field(default=None, description="Content of a NATS .creds file (JWT and seed); a secret")
+    nkey_seed: str | None = Field(default=None, description="NATS nkey seed (SU...); a secret")
+    tls_ca: str | None = Field(default=None, description="PEM of the CA that signed the servers' TLS certificates")
+    tls_cert: str | None = Field(default=None, description="PEM client certificate for TLS client authentication")
+    tls_key: str | None = Field(default=None, description="PEM key of the TLS client certificate; a secret")
     connect_timeout: float = 5.0
 
     @field_validator("servers", mode="before")
