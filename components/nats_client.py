@@ -217,7 +217,13 @@ async def connect(settings: ConnectionSettings) -> Client:
         kwargs["user_credentials"] = RawCredentials(settings.creds)
     if settings.nkey_seed:
         kwargs["nkeys_seed_str"] = settings.nkey_seed.strip()
-    tls = _tls_context(settings)
+    try:
+        tls = _tls_context(settings)
+    except (ssl.SSLError, ValueError) as exc:
+        raise NatsConnectionError(
+            f"cannot connect to NATS at {settings.describe()}: TLS: the certificate settings are not valid PEM "
+            f"({getattr(exc, 'reason', None) or exc}); check natsTlsCa, natsTlsCert and natsTlsKey"
+        ) from exc
     if tls is not None:
         kwargs["tls"] = tls
     try:
