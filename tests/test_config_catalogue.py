@@ -300,6 +300,10 @@ def snapshot(url: str, **creds: str) -> dict[str, Any]:
         info["config"]["name"]))) for info in js.stream_infos()}
 
 
+#: Servers whose streams the test cannot list (nothing listens, no JetStream, TLS it does not trust).
+UNREADABLE = frozenset({"dead", "plain", "tls"})
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -312,8 +316,9 @@ class Case:
 
 def case(id_: str, expect: str | tuple[str, ...], server: str = "main", admin: dict[str, str] | None = None,
          **config: Any) -> Case:
-    return Case(id_, config, (expect,) if isinstance(expect, str) else expect, server,
-                {} if admin is None and server != "plain" else admin)
+    if admin is None and server not in UNREADABLE:
+        admin = {}
+    return Case(id_, config, (expect,) if isinstance(expect, str) else expect, server, admin)
 
 
 #: The engine's own message for a value of the wrong type (Pulumi.yaml declares each key's type).
@@ -396,13 +401,13 @@ CASES = [
     case("account-stream-bytes", ("aa-event-bus:maxBytes", "per-stream limit"), server="limits",
          admin={"user": "big", "password": "pw"}, natsUser="big", natsPassword="pw", maxBytes=10 * 1024 * 1024),
     # unreachable and refusing servers
-    case("connection-refused", ("nats://127.0.0.1:1", "connection refused"), server="dead", admin=None),
-    case("no-jetstream", ("no JetStream responded", "-js"), server="plain", admin=None),
+    case("connection-refused", ("nats://127.0.0.1:1", "connection refused"), server="dead"),
+    case("no-jetstream", ("no JetStream responded", "-js"), server="plain"),
     case("wrong-password", ("authorization violation",), server="auth",
          admin={"user": "bus", "password": "right-password"}, natsUser="bus", natsPassword="wrong"),
     case("no-credentials", ("authorization violation",), server="auth",
          admin={"user": "bus", "password": "right-password"}),
-    case("tls-untrusted", ("TLS", "natsTlsCa"), server="tls", admin=None),
+    case("tls-untrusted", ("TLS", "natsTlsCa"), server="tls"),
 ]
 
 
@@ -438,3 +443,60 @@ def test_preview_bad_config_fails_naming_the_key_and_changes_nothing(applied: Pu
     assert snapshot(servers.main.url) == before_main
     if before is not None:
         assert snapshot(url, **(bad.admin or {})) == before
+
+
+# -- the opt-out, and the CLI on refusing servers -------------------------------------------
+@pytest.mark.pulumi
+@pytest.mark.cluster
+def test_preview_no_server_with_offline_opt_out_passes_and_says_nothing_was_checked(
+        applied: PulumiProject, servers: Servers) -> None:
+    from components.preview_report import render
+
+    config = {**BASE, "natsUrl": servers.url("dead")}
+    applied.stack_file.write_text(yaml.safe_dump({"config": {f"aa-event-bus:{k}": v for k, v in config.items()}}))
+    applied.env[preflight.OFFLINE_ENV] = "1"
+    try:
+        done = applied.preview(check=False)
+        report = render(applied.preview_json(), "test")
+    finally:
+        del applied.env[preflight.OFFLINE_ENV]
+
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert preflight.OFFLINE_NOTE in done.stdout
+    assert "Offline preview: nothing was checked against the server." in report.markdown
+
+
+@pytest.mark.pulumi
+@pytest.mark.cluster
+def test_up_no_server_with_offline_opt_out_still_fails_naming_the_url(applied: PulumiProject, servers: Servers) -> None:
+    config = {**BASE, "natsUrl": servers.url("dead")}
+    applied.stack_file.write_text(yaml.safe_dump({"config": {f"aa-event-bus:{k}": v for k, v in config.items()}}))
+    applied.env[preflight.OFFLINE_ENV] = "1"
+    try:
+        done = applied.up(check=False)
+    finally:
+        del applied.env[preflight.OFFLINE_ENV]
+
+    assert done.returncode != 0
+    assert "cannot read the live server" in done.stdout and "nats://127.0.0.1:1" in done.stdout
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(("server", "env", "cause"), [
+    ("dead", {}, "connection refused"),
+    ("plain", {}, "no JetStream responded"),
+    ("auth", {"NATS_USER": "bus", "NATS_PASSWORD": "wrong"}, "authorization violation"),
+    ("auth", {}, "authorization violation"),
+])
+def test_cli_refusing_server_exits_2_naming_url_and_cause(servers: Servers, server: str, env: dict[str, str],
+                                                          cause: str) -> None:
+    from click.testing import CliRunner
+
+    from components.cli import main
+
+    url = servers.url(server)
+    result = CliRunner().invoke(main, ["--url", url, "stream", "info"],
+                                env={"NATS_USER": None, "NATS_PASSWORD": None, **env})
+
+    assert result.exit_code == 2
+    assert url in result.stderr and cause in result.stderr
