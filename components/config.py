@@ -10,7 +10,8 @@ import difflib
 import json
 import re
 from collections.abc import Iterator
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -239,10 +240,19 @@ CREDENTIAL_KEYS: dict[str, str] = {
 }
 
 
+def _value_type(annotation: Any) -> Any:
+    """The annotation itself, or for an optional field (`X | None`) the type of its value."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
 def _declared_type(annotation: Any) -> dict[str, Any]:
     """The Pulumi.yaml `type` (and `items`) of a field's annotation."""
+    annotation = _value_type(annotation)
     origin = get_origin(annotation)
-    if origin is dict:
+    if origin is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
         return {"type": "object"}
     if origin is tuple:
         return {"type": "array", "items": {"type": "string"}}
@@ -283,6 +293,7 @@ def _child_keys(annotation: Any) -> dict[str, Any] | None:
     A model's keys are its fields (camelCase as written in the stack file, or snake_case);
     a dict keyed by a Literal takes exactly those values; other dicts and scalars take any.
     """
+    annotation = _value_type(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         keys: dict[str, Any] = {}
         for name, field in annotation.model_fields.items():
