@@ -41,8 +41,9 @@ Credentials come from NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY
 NATS_CA/NATS_CERT/NATS_KEY (stack secrets cannot be decrypted here).
 """
 
-#: Seconds to wait for a server before giving up (the CLI should fail fast).
-CONNECT_TIMEOUT = 3.0
+#: Seconds to wait for a server that does not answer (the CLI should fail fast). A refused
+#: connection or refused credentials fail at once: the first connect tries each server once.
+CONNECT_TIMEOUT = 1.5
 
 F = TypeVar("F", bound=Callable[..., Any])
 

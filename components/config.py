@@ -6,12 +6,16 @@ fails `pulumi preview` with the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from typing import Any, Literal, get_origin
+from collections.abc import Iterator
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_pascal
 
 from components.durations import Duration, ns
 from components.errors import ConfigError
@@ -27,6 +31,30 @@ PROJECT = "aa-event-bus"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+#: URL schemes a NATS client connects with.
+URL_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is not a NATS server URL (scheme nats, tls, ws or wss, and a host), or None."""
+    example = "e.g. nats://nats-0:4222"
+    if not url:
+        return f"empty URL in the list; give one or more URLs, comma-separated, {example}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r} is not a URL ({exc}); {example}"
+    if parts.scheme not in URL_SCHEMES:
+        shown = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        return f"{url!r} has {shown}; use one of {', '.join(s + '://' for s in URL_SCHEMES)}, {example}"
+    if not parts.hostname:
+        return f"{url!r} names no host; {example}"
+    if port == 0:
+        return f"{url!r}: port 0 is not a server port; {example}"
+    return None
 
 
 class StreamSettings(_Model):
@@ -111,19 +139,27 @@ def _default_durables() -> dict[Literal["hrv", "oura"], DurableSettings]:
 class StackConfig(_Model):
     """Everything the program reads from `Pulumi.<stack>.yaml`, in one validated object."""
 
-    phase: int = Field(ge=0, le=3, description="Migration phase: 0, 1, 2 or 3")
-    nats_url: str = Field(description="One or more NATS URLs, comma-separated")
-    replicas: int = Field(default=1, ge=1, le=5, description="Stream replicas: 1 on a single server, 3 in production")
-    storage: Literal["file", "memory"] = "file"
-    compression: Literal["s2", "none"] = "s2"
-    discard: Literal["old", "new"] = "old"
-    duplicate_window: Duration = "2m"
-    streams: dict[Role, StreamSettings] = Field(default_factory=_default_streams)
-    consumers: dict[Literal["hrv", "oura"], DurableSettings] = Field(default_factory=_default_durables)
+    phase: int = Field(ge=0, le=3, description=(
+        "Migration phase 0-3: 0 legacy owns everything (+ AA_DLQ), 1 vendor.> moves to AA_VENDOR_HOT, "
+        "2 athlete-ally.> and sleep.* move to AA_CORE_HOT, 3 legacy removed"))
+    nats_url: str = Field(description=(
+        "NATS server URL(s), comma-separated, each nats://, tls://, ws:// or wss:// with a host, "
+        "e.g. nats://nats-0:4222,nats://nats-1:4222"))
+    replicas: int = Field(default=1, ge=1, le=5, description="Stream replicas, 1-5: 1 on a single server, 3 in production")
+    storage: Literal["file", "memory"] = Field(default="file", description="Storage of every stream: file or memory")
+    compression: Literal["s2", "none"] = Field(
+        default="s2", description="Compression of every stream: s2 or none (the seeds' true/false also work)")
+    discard: Literal["old", "new"] = Field(default="old", description="What a full stream discards: old or new")
+    duplicate_window: Duration = Field(default="2m", description="De-duplication window for Nats-Msg-Id, e.g. 2m")
+    max_bytes: int = Field(default=-1, description="Size limit of every stream in bytes; -1 for none")
+    streams: dict[Role, StreamSettings] = Field(default_factory=_default_streams, description=(
+        "Per-stream overrides, {legacy|core|vendor|dlq: {name, maxAge}}; unset fields keep the seeds' values"))
+    consumers: dict[Literal["hrv", "oura"], DurableSettings] = Field(default_factory=_default_durables, description=(
+        "Per-durable overrides, {hrv|oura: {durable, filterSubject, maxDeliver, ackWait, maxAckPending}}"))
     allow_data_loss: tuple[str, ...] = Field(
         default=(), description="Stream names or STREAM/durable ids that may be deleted or replaced with data in them"
     )
-    drain_timeout: Duration = Field(default="30s", description="How long a removed consumer may take to drain")
+    drain_timeout: Duration = Field(default="30s", description="How long deleting a durable waits for its last messages")
     verify: bool = Field(default=True, description="Run the phase verification at the end of pulumi up")
     rollout_hooks: dict[int, str] = Field(
         default_factory=dict, description="Per-phase shell command run after the phase is applied (e.g. kubectl rollout restart)"
@@ -135,8 +171,26 @@ class StackConfig(_Model):
     @field_validator("compression", mode="before")
     @classmethod
     def _compression(cls, value: object) -> object:
+        # The seeds write a boolean; Pulumi hands it over as the text "true"/"false".
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
         if isinstance(value, bool):
             return "s2" if value else "none"
+        return value
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _max_bytes(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("use -1 for no limit or a positive number of bytes")
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_url(cls, value: str) -> str:
+        for entry in value.split(","):
+            if problem := url_problem(entry.strip()):
+                raise ValueError(problem)
         return value
 
     @field_validator("streams", mode="before")
@@ -209,6 +263,112 @@ class StackConfig(_Model):
 #: The stack config keys the program reads (credentials aside), as written in Pulumi.<stack>.yaml.
 STACK_KEYS = tuple(field.alias or name for name, field in StackConfig.model_fields.items())
 
+#: Credential keys (read as secrets, beside StackConfig) -> the ConnectionSettings field each fills:
+#: every optional text field of ConnectionSettings, as `nats` + its name (natsUser, natsTlsCa, ...).
+CREDENTIAL_KEYS: dict[str, str] = {
+    f"nats{to_pascal(name)}": name
+    for name, field in ConnectionSettings.model_fields.items()
+    if field.annotation == (str | None)
+}
+
+
+def _value_type(annotation: Any) -> Any:
+    """The annotation itself, or for an optional field (`X | None`) the type of its value."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _declared_type(annotation: Any) -> dict[str, Any]:
+    """The Pulumi.yaml `type` (and `items`) of a field's annotation."""
+    annotation = _value_type(annotation)
+    origin = get_origin(annotation)
+    if origin is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return {"type": "object"}
+    if origin is tuple:
+        return {"type": "array", "items": {"type": "string"}}
+    if annotation is bool:
+        return {"type": "boolean"}
+    if annotation is int:
+        return {"type": "integer"}
+    return {"type": "string"}  # text, Literal choices, durations
+
+
+def project_config() -> dict[str, dict[str, Any]]:
+    """The `config:` declarations of Pulumi.yaml, derived from StackConfig and the credential keys.
+
+    Every key has a type and a description, so `pulumi config` and the engine know them.
+    Optional keys declare their default (the engine would otherwise require them): a
+    scalar its model default, a mapping or list the empty value (no overrides).
+    """
+    declared: dict[str, dict[str, Any]] = {}
+    for name, field in StackConfig.model_fields.items():
+        entry: dict[str, Any] = {**_declared_type(field.annotation), "description": field.description or name}
+        if not field.is_required():
+            default = field.get_default(call_default_factory=False)
+            if entry["type"] == "object":
+                default = {}
+            elif entry["type"] == "array":
+                default = []
+            entry["default"] = default
+        declared[field.alias or name] = entry
+    for key, name in CREDENTIAL_KEYS.items():
+        description = ConnectionSettings.model_fields[name].description or name
+        declared[key] = {"type": "string", "description": description, "default": ""}
+    return declared
+
+
+def _child_keys(annotation: Any) -> dict[str, Any] | None:
+    """The keys a mapping of this type may hold, each with its value's type; None when any key goes.
+
+    A model's keys are its fields (camelCase as written in the stack file, or snake_case);
+    a dict keyed by a Literal takes exactly those values; other dicts and scalars take any.
+    """
+    annotation = _value_type(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        keys: dict[str, Any] = {}
+        for name, field in annotation.model_fields.items():
+            keys[field.alias or name] = field.annotation
+            keys.setdefault(name, field.annotation)
+        return keys
+    if get_origin(annotation) is dict:
+        key_type, value_type = get_args(annotation)
+        if get_origin(key_type) is Literal:
+            return {str(k): value_type for k in get_args(key_type)}
+    return None
+
+
+def _suggest(key: str, known: list[str]) -> str | None:
+    """The known key nearest to `key` (case-insensitive), if any is close enough to be a typo."""
+    lowered = {k.lower(): k for k in known}
+    match = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None
+
+
+def _unknown(raw: dict, children: dict[str, Any], path: str) -> Iterator[tuple[str, str]]:
+    written = sorted(k for k in children if not ("_" in k and to_camel(k) in children))
+    for key, value in raw.items():
+        full = f"{path}.{key}" if path else str(key)
+        if str(key) in children:
+            nested = _child_keys(children[str(key)])
+            if nested is not None and isinstance(value, dict):
+                yield from _unknown(value, nested, full)
+            continue  # a scalar, or a mapping whose keys the model itself validates
+        near = _suggest(str(key), written)
+        hint = f"did you mean {f'{path}.{near}' if path else near}?" if near else f"known keys here: {', '.join(written)}"
+        yield full, f"unknown stack config key; {hint}"
+
+
+def unknown_keys(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """(full key path, message) for every key of `raw`, at any depth, that no config field reads.
+
+    Derived from the StackConfig model (and ConnectionSettings for the credential keys), so a
+    new field is known as soon as it is declared. Each message names the nearest valid key.
+    """
+    top = {**(_child_keys(StackConfig) or {}), **dict.fromkeys(CREDENTIAL_KEYS, str)}
+    return list(_unknown(raw, top, ""))
+
 
 def _friendly(exc: ValidationError, prefix: str) -> ConfigError:
     lines = []
@@ -229,7 +389,15 @@ def _friendly(exc: ValidationError, prefix: str) -> ConfigError:
 
 
 def parse_stack_config(raw: dict[str, Any], project: str = PROJECT) -> StackConfig:
-    """Parse raw config values (already JSON-decoded) into a StackConfig, or raise ConfigError."""
+    """Parse raw config values (already JSON-decoded) into a StackConfig, or raise ConfigError.
+
+    Credential keys (CREDENTIAL_KEYS) are accepted and ignored here; any other key that no
+    field reads fails with its full path and the nearest valid key.
+    """
+    if problems := unknown_keys(raw):
+        lines = [f"{project}:{key}: {message}" for key, message in problems]
+        raise ConfigError(f"{project}:{problems[0][0]}", "invalid stack config:\n  " + "\n  ".join(lines))
+    raw = {k: v for k, v in raw.items() if k not in CREDENTIAL_KEYS}
     try:
         return StackConfig.model_validate(raw)
     except ValidationError as exc:
@@ -237,36 +405,38 @@ def parse_stack_config(raw: dict[str, Any], project: str = PROJECT) -> StackConf
 
 
 def load_pulumi_config() -> tuple[StackConfig, ConnectionSettings]:
-    """Read the current stack's config through the Pulumi SDK (inside a Pulumi program only)."""
-    import pulumi
+    """Read the current stack's config through the Pulumi SDK (inside a Pulumi program only).
 
-    cfg = pulumi.Config()
+    Every key of the project's namespace is read, so a key no field knows fails here
+    rather than being ignored. A bad config ends the program with one error naming
+    the key (pulumi.RunError: no traceback), before any resource is registered.
+    """
+    import pulumi
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    namespace = pulumi.Config().name
+    values = {**get_config_env(), **CONFIG.get()}
     raw: dict[str, Any] = {}
-    for name, field in StackConfig.model_fields.items():
-        key = field.alias or name
-        value = cfg.get(key)
-        if value is None:
-            continue
-        if get_origin(field.annotation) in (dict, tuple):  # structured values arrive as JSON
-            try:
-                value = json.loads(value)
-            except ValueError:
-                raise ConfigError(f"{cfg.name}:{key}", f"expected a list or mapping, got {value!r}") from None
-        raw[key] = value  # numbers and booleans arrive as text; the model parses them
-    stack = parse_stack_config(raw, cfg.name)
+    try:
+        for full_key, value in sorted(values.items()):
+            project, _, key = str(full_key).partition(":")
+            if project != namespace or value is None:
+                continue
+            field = StackConfig.model_fields.get(key) or next(
+                (f for f in StackConfig.model_fields.values() if f.alias == key), None)
+            if field is not None and get_origin(field.annotation) in (dict, tuple) and isinstance(value, str):
+                try:  # structured values arrive as JSON
+                    value = json.loads(value)
+                except ValueError:
+                    raise ConfigError(f"{namespace}:{key}", f"expected a list or mapping, got {value!r}") from None
+            raw[key] = value  # numbers and booleans arrive as text; the model parses them
+        stack = parse_stack_config(raw, namespace)
+        from components.topology import check_filters  # topology builds on this module
+
+        check_filters(stack)
+    except ConfigError as exc:
+        raise pulumi.RunError(str(exc)) from None
     # Secret values are read as plain text here, kept in memory only, and handed to the
     # resources as Pulumi secrets (see resource_common.connection_inputs).
-    from pulumi.runtime import get_config
-
-    keys = {
-        "user": "natsUser",
-        "password": "natsPassword",
-        "token": "natsToken",
-        "creds": "natsCreds",
-        "nkey_seed": "natsNkeySeed",
-        "tls_ca": "natsTlsCa",
-        "tls_cert": "natsTlsCert",
-        "tls_key": "natsTlsKey",
-    }
-    plain = {field: get_config(f"{cfg.name}:{key}") for field, key in keys.items()}
-    return stack, ConnectionSettings.model_validate({"servers": stack.nats_url, **{k: v for k, v in plain.items() if v}})
+    credentials = {field: raw[key] for key, field in CREDENTIAL_KEYS.items() if raw.get(key)}
+    return stack, ConnectionSettings.model_validate({"servers": stack.nats_url, **credentials})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
+from components import preflight
 from components.config import StackConfig
 from components.consumer import Consumer
 from components.durations import ns
@@ -11,7 +12,7 @@ from components.errors import EventBusError
 from components.gate import PhaseGate
 from components.nats_client import ConnectionSettings, JetStream
 from components.stream import Stream
-from components.topology import LiveConsumer, LiveStream, LiveView, bindings, phase_topology, plan
+from components.topology import LiveConsumer, LiveStream, LiveView, Plan, bindings, phase_topology, plan
 from components.verify import stored_subjects
 
 #: The info diagnostic naming the managed streams that held no messages at preview time
@@ -45,6 +46,17 @@ def read_live(connection: ConnectionSettings, names: list[str]) -> LiveView:
     return live
 
 
+def _preflight(connection: ConnectionSettings, stack: StackConfig, decided: Plan, live: LiveView) -> None:
+    """Fail the program, naming the stack keys, when the server would refuse the plan (preflight)."""
+    per_stream: dict[str, int] = {}
+    for c in decided.consumers:
+        per_stream[c.stream] = per_stream.get(c.stream, 0) + 1
+    try:
+        preflight.check_server(connection, stack, decided.streams, per_stream, live)
+    except EventBusError as exc:
+        raise pulumi.RunError(str(exc)) from None
+
+
 class EventBus(pulumi.ComponentResource):
     """All streams and durable consumers of one phase, in an order that never overlaps subjects."""
 
@@ -55,9 +67,18 @@ class EventBus(pulumi.ComponentResource):
         try:
             live: LiveView | None = read_live(connection, stack.managed_names())
         except EventBusError as exc:
+            # Without the live read the plan would delete durables with a backlog and lose the
+            # hand-over order: fail, unless the operator asked for a preview without a server.
+            if not (pulumi.runtime.is_dry_run() and preflight.offline_preview_requested()):
+                raise pulumi.RunError(
+                    f"cannot read the live server, so this deploy cannot be checked: {exc}. For a preview "
+                    f"without a server, set {preflight.OFFLINE_ENV}=1 (nothing is then checked against it)"
+                ) from None
             live = None
-            pulumi.log.warn(f"live state not read, so nothing is checked against the server at this step: {exc}", self)
+            pulumi.log.warn(f"{preflight.OFFLINE_NOTE} ({preflight.OFFLINE_ENV} is set; {exc})", self)
         decided = plan(topology, stack, live)
+        if live is not None:
+            _preflight(connection, stack, decided, live)
         for warning in decided.warnings:
             pulumi.log.warn(warning, self)
 

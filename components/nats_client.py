@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import ssl
 import tempfile
 import threading
@@ -21,7 +22,8 @@ from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client, RawCredentials
-from nats.errors import NoRespondersError, NoServersError
+from nats.errors import AuthorizationError, NoRespondersError, NoServersError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -48,14 +50,14 @@ class ConnectionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     servers: tuple[str, ...] = Field(min_length=1)
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    creds: str | None = None
-    nkey_seed: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    user: str | None = Field(default=None, description="NATS user name (with natsPassword)")
+    password: str | None = Field(default=None, description="NATS password; set it with `pulumi config set --secret`")
+    token: str | None = Field(default=None, description="NATS token; set it with `pulumi config set --secret`")
+    creds: str | None = Field(default=None, description="Content of a NATS .creds file (JWT and seed); a secret")
+    nkey_seed: str | None = Field(default=None, description="NATS nkey seed (SU...); a secret")
+    tls_ca: str | None = Field(default=None, description="PEM of the CA that signed the servers' TLS certificates")
+    tls_cert: str | None = Field(default=None, description="PEM client certificate for TLS client authentication")
+    tls_key: str | None = Field(default=None, description="PEM key of the TLS client certificate; a secret")
     connect_timeout: float = 5.0
 
     @field_validator("servers", mode="before")
@@ -147,17 +149,63 @@ def _tls_context(settings: ConnectionSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+def connect_failure(exc: BaseException, timeout: float) -> str:
+    """The cause of a failed connect attempt, in words an operator acts on.
+
+    One of: authorization violation, TLS, connection refused, host not found, no answer
+    (timeout), or the error's own text.
+    """
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, AuthorizationError) or "authorization violation" in lowered or "authentication" in lowered:
+        return ("authorization violation: the server refused these credentials (check natsUser/natsPassword, "
+                "natsToken, natsCreds or natsNkeySeed; for eventbus NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS)")
+    if isinstance(exc, ssl.SSLError) or "tls" in lowered or "ssl" in lowered:
+        reason = getattr(exc, "reason", None) or text or type(exc).__name__
+        return f"TLS: {reason} (check the URL scheme tls:// and natsTlsCa/natsTlsCert/natsTlsKey)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens on that host and port (check natsUrl or NATS_URL)"
+    if isinstance(exc, socket.gaierror):
+        return f"host not found ({exc.strerror or text}; check natsUrl or NATS_URL)"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, NatsTimeout)):
+        return f"no answer within {timeout:g}s (connect timeout; check natsUrl or NATS_URL, and the network)"
+    if isinstance(exc, OSError):
+        return exc.strerror or text or type(exc).__name__
+    return text or type(exc).__name__
+
+
+class _FirstConnectFailed(Exception):
+    """Every configured server failed once: stop the client's own retries (see connect)."""
+
+
 async def connect(settings: ConnectionSettings) -> Client:
-    """Open a new NATS connection with these settings (servers, credentials, TLS)."""
-    async def _quiet(_exc: Exception) -> None:
-        return None
+    """Open a new NATS connection with these settings (servers, credentials, TLS).
+
+    The first connect tries each configured server once and then fails with every
+    server's cause (connection refused, authorization violation, TLS, timeout): a
+    deploy or a CLI that cannot reach its server says so at once, instead of waiting
+    out the client's reconnect budget. Once connected, the client reconnects as usual.
+    Raises NatsConnectionError naming the URL(s) and the cause.
+    """
+    failures: list[BaseException] = []
+    connected = False
+
+    async def _first_connect_errors(exc: Exception) -> None:
+        # nats-py retries every server max_reconnect_attempts times, reconnect_time_wait
+        # apart, before its first connect gives up; its error callback sees each attempt.
+        if connected:
+            return
+        failures.append(exc)
+        if len(failures) >= len(settings.servers):
+            raise _FirstConnectFailed
 
     kwargs: dict[str, Any] = {
         "servers": list(settings.servers),
+        "dont_randomize": True,
         "connect_timeout": settings.connect_timeout,
         "max_reconnect_attempts": 2,
         "allow_reconnect": True,
-        "error_cb": _quiet,
+        "error_cb": _first_connect_errors,
         "name": "aa-event-bus",
     }
     if settings.user:
@@ -169,18 +217,33 @@ async def connect(settings: ConnectionSettings) -> Client:
         kwargs["user_credentials"] = RawCredentials(settings.creds)
     if settings.nkey_seed:
         kwargs["nkeys_seed_str"] = settings.nkey_seed.strip()
-    tls = _tls_context(settings)
+    try:
+        tls = _tls_context(settings)
+    except (ssl.SSLError, ValueError) as exc:
+        raise NatsConnectionError(
+            f"cannot connect to NATS at {settings.describe()}: TLS: the certificate settings are not valid PEM "
+            f"({getattr(exc, 'reason', None) or exc}); check natsTlsCa, natsTlsCert and natsTlsKey"
+        ) from exc
     if tls is not None:
         kwargs["tls"] = tls
     try:
-        return await nats.connect(**kwargs)
-    except (NoServersError, OSError, asyncio.TimeoutError, NatsTimeout) as exc:
+        nc = await nats.connect(**kwargs)
+    except (_FirstConnectFailed, NoServersError, OSError, asyncio.TimeoutError, NatsError) as exc:
+        causes = failures or [exc]
         raise NatsConnectionError(
-            f"cannot connect to NATS at {settings.describe()}: {exc or type(exc).__name__}. "
-            "Check natsUrl (or NATS_URL) and that the server is running with JetStream (-js)"
-        ) from exc
-    except Exception as exc:  # nats-py raises plain Exceptions for auth failures
-        raise NatsConnectionError(f"cannot connect to NATS at {settings.describe()}: {exc}") from exc
+            f"cannot connect to NATS at {settings.describe()}: {_causes(settings, causes)}"
+        ) from (causes[-1] if causes else exc)
+    connected = True
+    return nc
+
+
+def _causes(settings: ConnectionSettings, failures: list[BaseException]) -> str:
+    """One cause when all servers failed alike, else each attempt's cause in order."""
+    texts = [connect_failure(f, settings.connect_timeout) for f in failures]
+    if len(set(texts)) == 1:
+        return texts[0]
+    # Servers are tried in the order given (dont_randomize), one attempt each.
+    return "; ".join(f"{url}: {text}" for url, text in zip(settings.servers, texts, strict=False))
 
 
 def client_for(settings: ConnectionSettings) -> Client:

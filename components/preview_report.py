@@ -40,6 +40,7 @@ from components import resource_common as rc
 from components.consumer import ConsumerSpec
 from components.diagnostics import PlanReport
 from components.migration import EMPTY_STREAMS_NOTE
+from components.preflight import OFFLINE_NOTE
 from components.stream import StreamSpec
 from components.subjects import subjects_overlap
 
@@ -150,6 +151,11 @@ class Summary:
     @property
     def blocked(self) -> tuple[Destructive, ...]:
         return tuple(d for d in self.destructive if not d.allowed)
+
+    @property
+    def offline(self) -> bool:
+        """The program previewed without the server (preflight.OFFLINE_ENV): nothing was checked."""
+        return any(OFFLINE_NOTE in d.message for d in self.diagnostics)
 
     @property
     def failed(self) -> bool:
@@ -516,6 +522,10 @@ def to_markdown(summary: Summary) -> str:
                         [f"- {_about(e)}{e.message.splitlines()[0]}" for e in summary.errors])
     elif not any(op != "same" for op in summary.counts):
         lines += ["**No changes.**", ""]
+    if summary.offline:
+        lines += _alert("WARNING", "Offline preview: nothing was checked against the server.",
+                        ["- The live state was not read: kept-to-drain durables, the hand-over order and the "
+                         "server's limits are not in this plan. Run the preview where the server is reachable."])
     if counts:
         lines += [" · ".join(counts), ""]
 

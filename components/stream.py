@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import pulumi
 import pulumi.dynamic as dyn
-from deepdiff import DeepDiff
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -306,23 +305,16 @@ def replace_reasons(old: StreamSpec, new: StreamSpec) -> dict[str, str]:
 
 
 def changed_fields(old: BaseModel, new: BaseModel) -> list[str]:
-    """Top-level fields that differ between two specs, lists compared order-insensitively.
+    """Top-level fields that differ between two specs, sorted by name.
 
-    Plain equality first (the common, unchanged case costs microseconds); deepdiff
-    only for the keys that differ, to tell a reordering from a change.
+    Lists compare in order: for `backoff` (retry n waits the n-th delay) and `sources`
+    the order is the meaning, so a reordering is a change. A field whose value is a
+    nested model or list differs when any part of it does.
     """
     a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
     if a == b:
         return []
-    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    diff = DeepDiff({k: a.get(k) for k in keys}, {k: b.get(k) for k in keys}, ignore_order=True, view="tree")
-    fields: set[str] = set()
-    for changes in diff.values():
-        for change in changes:
-            path = change.path(output_format="list")
-            if path:
-                fields.add(str(path[0]))
-    return sorted(fields)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 # -- live-server helpers ----------------------------------------------------------------

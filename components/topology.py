@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from components.config import Role, StackConfig
+from components.config import PROJECT, Role, StackConfig
 from components.consumer import ConsumerSpec
+from components.errors import ConfigError
 from components.stream import StreamSpec
 from components.subjects import subjects_overlap
 
@@ -77,6 +78,7 @@ def stream_spec(config: StackConfig, role: Role, subjects: tuple[str, ...]) -> S
         compression=config.compression,
         discard=config.discard,
         duplicate_window=config.duplicate_window,
+        max_bytes=config.max_bytes,
     )
 
 
@@ -93,8 +95,31 @@ def consumer_spec(config: StackConfig, key: str, stream: str) -> ConsumerSpec:
     )
 
 
+def check_filters(config: StackConfig) -> None:
+    """Each durable's filter must match a subject of the stream it lives on, in every phase.
+
+    Raises ConfigError naming `consumers.<key>.filterSubject` (the stack key the user set),
+    before any resource is registered; the server would refuse the consumer at apply.
+    """
+    for key, homes in HOMES.items():
+        settings = config.consumers[key]  # type: ignore[index]
+        for phase, role in sorted(homes.items()):
+            subjects = OWNERSHIP[phase][role]
+            if not any(subjects_overlap(settings.filter_subject, s) for s in subjects):
+                raise ConfigError(
+                    f"{PROJECT}:consumers.{key}.filterSubject",
+                    f"{settings.filter_subject!r} matches no subject of stream {config.stream_name(role)} "
+                    f"({', '.join(subjects)}), where durable {settings.durable} lives in phase {phase}; "
+                    f"use a subject under {' or '.join(subjects)}",
+                )
+
+
 def phase_topology(config: StackConfig) -> Topology:
-    """The streams and durables of `config.phase`. Pure: no server, no Pulumi."""
+    """The streams and durables of `config.phase`. Pure: no server, no Pulumi.
+
+    Raises ConfigError when a durable's filter lies outside its stream (check_filters).
+    """
+    check_filters(config)
     owned = OWNERSHIP[config.phase]
     streams = tuple(stream_spec(config, role, subjects) for role, subjects in owned.items())
     consumers = tuple(

@@ -153,7 +153,7 @@ CONFIG_ERRORS = [
     ({"streams": {"dlq": {"name": "AA_CORE_HOT"}}}, "aa-event-bus:streams:", "own name"),
     ({"consumers": {"hrv": {"filterSubject": "athlete-ally..hrv"}}}, "aa-event-bus:consumers.hrv.filterSubject", "empty token"),
     ({"duplicateWindow": "30m", "streams": {"dlq": {"maxAge": "10m"}}}, "aa-event-bus:duplicateWindow:", "streams.dlq.maxAge 10m"),
-    ({"nope": 1}, "aa-event-bus:nope", "Extra inputs are not permitted"),
+    ({"nope": 1}, "aa-event-bus:nope", "unknown stack config key"),
 ]
 
 
