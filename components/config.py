@@ -424,7 +424,7 @@ def load_pulumi_config() -> tuple[StackConfig, ConnectionSettings]:
                 continue
             field = StackConfig.model_fields.get(key) or next(
                 (f for f in StackConfig.model_fields.values() if f.alias == key), None)
-            if field is not None and get_origin(field.annotation) in (dict, tuple) and isinstance(value, str):
+            if field is not None and _declared_type(field.annotation)["type"] in ("object", "array") and isinstance(value, str):
                 try:  # structured values arrive as JSON
                     value = json.loads(value)
                 except ValueError:

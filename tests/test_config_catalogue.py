@@ -381,6 +381,9 @@ CASES = [
     case("verify-type", ENGINE.format("verify"), verify="maybe"),
     case("hooks-phase", ("aa-event-bus:rolloutHooks", "phases 0 to 3"), rolloutHooks={"7": "true"}),
     case("hooks-type", ENGINE.format("rolloutHooks"), rolloutHooks="kubectl rollout restart"),
+    case("typo-probe-field", ("aa-event-bus:probe.prefx", "did you mean probe.prefix?"), probe={"prefx": "_p"}),
+    case("probe-prefix", ("aa-event-bus:probe.prefix", "one subject token"), probe={"prefix": "a.b"}),
+    case("probe-threshold", ("aa-event-bus:probe.maxPending", "greater than or equal to 0"), probe={"maxPending": -1}),
     case("tls-ca", ("cannot connect to NATS", "TLS", "natsTlsCa"), natsTlsCa="not a certificate"),
     # values only the live server can refute
     case("replicas-single-server", ("aa-event-bus:replicas", "single JetStream server"), replicas=3),
