@@ -71,6 +71,7 @@ class EventBus(pulumi.ComponentResource):
                 connection,
                 allow_data_loss=spec.name in allowed,
                 takeover=managed,
+                claim_retry_timeout=ns(stack.claim_retry_timeout) / 1e9,
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     depends_on=[streams[d] for d in decided.after.get(spec.name, ()) if d in streams],
