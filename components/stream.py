@@ -21,6 +21,7 @@ from deepdiff import DeepDiff
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from components import lifeline
 from components import resource_common as rc
 from components.durations import Duration, format_duration, ns, parse_duration
 from components.errors import (
@@ -34,6 +35,8 @@ from components.errors import (
 )
 from components.nats_client import ConnectionSettings, JetStream
 from components.subjects import name_problem, subject_problem, subjects_overlap
+
+lifeline.start_if_plugin()  # in the dynamic-provider process: exit when the engine is gone
 
 #: The filter of the self-source that lets a stream own no subjects at all: without
 #: subjects, sources or mirror the server gives a stream its own name as subject.
@@ -67,6 +70,10 @@ CLAIMED = "eventbus.claimed."
 #: `eventbus.released.<subject>`: the stream's last sequence when the tool released the
 #: subject; anything stored under it after that came from an out-of-band change.
 RELEASED = "eventbus.released."
+#: `eventbus.drained.<durable>`: how far that durable had acknowledged when the tool removed it.
+DRAINED = "eventbus.drained."
+#: Input: subjects the stream must claim now although its state says it has them.
+RECLAIM = "reclaim"
 
 
 def recorded(config: dict, prefix: str) -> dict[str, int]:
@@ -90,7 +97,8 @@ def carried_metadata(config: dict | None, subjects: tuple[str, ...], claimed: di
     out-of-band change put there since then have no durable). `claimed`/`released` add
     positions for this update.
     """
-    out: dict[str, str] = {}
+    out: dict[str, str] = {k: v for k, v in ((config or {}).get("metadata") or {}).items()
+                           if k.startswith(MANAGED_METADATA) and not k.startswith((CLAIMED, RELEASED))}
     for subject, seq in recorded(config or {}, CLAIMED).items():
         if subject in subjects:
             out[CLAIMED + subject] = str(seq)
@@ -729,6 +737,8 @@ class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
         old, new = _parse(olds), _parse(news)
         fields = changed_fields(old, new)
         fields += rc.changed_inputs(olds, news, (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS, TAKEOVER))
+        if news.get(RECLAIM) and not rc.unknown(news.get(RECLAIM)):
+            fields.append(RECLAIM)  # the server lost subjects the state still lists: claim them again
         if not fields:
             return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
         reasons = replace_reasons(old, new)
@@ -792,6 +802,7 @@ class Stream(dyn.Resource, module="jetstream", name="Stream"):
         allow_data_loss: bool = False,
         takeover: list[str] | None = None,
         claim_retry_timeout: float = DEFAULT_CLAIM_RETRY_TIMEOUT,
+        reclaim: list[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         servers, creds = rc.connection_inputs(connection)
@@ -802,6 +813,7 @@ class Stream(dyn.Resource, module="jetstream", name="Stream"):
             rc.ALLOW_DATA_LOSS: allow_data_loss,
             TAKEOVER: sorted(set(takeover or []) - {spec.name}),
             CLAIM_RETRY_TIMEOUT: claim_retry_timeout,
+            RECLAIM: sorted(reclaim or []),
             "stream_name": None,
         }
         super().__init__(StreamProvider(), resource_name, props, opts)
