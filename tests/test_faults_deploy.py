@@ -253,3 +253,18 @@ def test_crash_between_release_and_claim_is_named_by_preview_and_repaired_by_can
     lost, redelivered = deploy.stop_traffic()
     assert lost == set()
     assert redelivered <= MAX_REDELIVERED
+
+
+def test_engine_cancel_mid_hand_over_ends_without_a_traceback_and_up_converges(deploy: Deploy) -> None:
+    running: dict[str, subprocess.Popen[str]] = {}
+    deploy.hook.arm(LEGACY, VENDOR, lambda: os.kill(running["up"].pid, signal.SIGINT), FORWARD)
+    deploy.project.set("phase", 1)
+    running["up"] = deploy.up_in_background()
+    assert deploy.hook.fired.wait(120), "no claim seen"
+    out, _ = running["up"].communicate(timeout=120)
+    assert "cancel" in out.lower()
+    assert "KeyboardInterrupt" not in out and "Traceback" not in out, out[-3000:]
+    assert wait_until(lambda: not deploy.processes(), 10), deploy.processes()
+    deploy.project.run("cancel", "--yes", "--stack", deploy.project.stack, check=False)
+    deploy.project.up()
+    deploy.check(1)
