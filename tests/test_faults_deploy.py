@@ -10,6 +10,7 @@ two a fault needs) on one stack, so set-up is paid once.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -274,3 +275,39 @@ def test_engine_cancel_mid_hand_over_ends_without_a_traceback_and_up_converges(d
     deploy.project.run("cancel", "--yes", "--stack", deploy.project.stack, check=False)
     deploy.project.up()
     deploy.check(1)
+
+
+def move_by_hand(js: JetStream, subject: str, source: str, target: str) -> None:
+    """An operator's raw edit (as `nats stream edit` does it: whole config, metadata kept)."""
+    from components.stream import StreamSpec
+
+    config = js.stream_info(source)["config"]
+    spec = StreamSpec.from_wire(config).model_copy(update={"subjects": ()})
+    js.request(f"$JS.API.STREAM.UPDATE.{source}", {**spec.wire(), "metadata": config.get("metadata") or {}})
+    config = js.stream_info(target)["config"]
+    js.request(f"$JS.API.STREAM.UPDATE.{target}", {**config, "subjects": [*config["subjects"], subject]})
+
+
+def test_out_of_band_move_back_is_warned_and_up_drains_the_stranded_messages_then_removes_the_durable(
+        deploy: Deploy) -> None:
+    deploy.project.set("phase", 1)
+    deploy.project.up()
+    deploy.start_traffic()
+    move_by_hand(deploy.js, "vendor.>", VENDOR, LEGACY)
+    assert wait_until(lambda: deploy.js.request(f"$JS.API.STREAM.INFO.{LEGACY}", {"subjects_filter": "vendor.>"})
+                      ["state"].get("subjects"), 10)
+
+    preview = deploy.project.preview()
+    assert f"subject vendor.> is owned by {LEGACY} (expected owner: {VENDOR})" in preview.stdout
+    assert re.search(rf"\d+ messages under vendor\.oura\.> are stored in {LEGACY} from seq \d+ on", preview.stdout)
+    deploy.project.up()
+    assert deploy.js.stream_names("vendor.>") == [VENDOR]
+    drain = deploy.js.consumer_info(LEGACY, OURA)
+    assert drain is not None and drain["config"]["deliver_policy"] == "by_start_sequence"
+
+    lost, redelivered = deploy.stop_traffic()
+    assert lost == set()
+    assert redelivered <= MAX_REDELIVERED
+    deploy.project.up()  # drained now: the durable goes, and nothing is stranded any more
+    assert deploy.js.consumer_info(LEGACY, OURA) is None
+    assert "with no durable" not in deploy.project.preview().stdout
