@@ -204,3 +204,25 @@ def test_claim_records_the_last_sequence_in_the_same_update_and_it_is_not_drift(
     # A later update keeps the position while the stream owns the subject.
     P.update("ORDERS", updated.outs, props(spec.model_copy(update={"description": "orders"}), server.url))
     assert direct.stream_info("ORDERS")["config"]["metadata"][CLAIMED + "orders.>"] == "3"
+
+
+def test_verify_fails_on_a_subject_with_no_stream_and_on_one_with_the_wrong_stream(js: JetStream) -> None:
+    from components.config import parse_stack_config
+    from components.verify import passed, verify_phase
+    from tests.harness import advance
+
+    stack = parse_stack_config({"phase": 1, "natsUrl": "nats://x"})
+    advance(js, 0, stack)
+    advance(js, 1, stack)
+    vendor = StreamSpec.from_wire(js.stream_info("AA_VENDOR_HOT")["config"])
+    js.stream_update(vendor.model_copy(update={"subjects": ()}).wire())  # released, never claimed
+
+    unowned = {f.target: f for f in verify_phase(js, stack, 1)}["subject vendor.>"]
+    assert unowned.status == "fail" and "no stream owns it (expected AA_VENDOR_HOT)" in unowned.message
+
+    legacy = StreamSpec.from_wire(js.stream_info("ATHLETE_ALLY_EVENTS")["config"])
+    js.stream_update(legacy.model_copy(update={"subjects": (*legacy.subjects, "vendor.>")}).wire())
+    findings = verify_phase(js, stack, 1)
+    wrong = {f.target: f for f in findings}["subject vendor.>"]
+    assert wrong.status == "fail" and "owned by ATHLETE_ALLY_EVENTS, expected AA_VENDOR_HOT" in wrong.message
+    assert not passed(findings)
