@@ -14,10 +14,18 @@ Two pure functions, tested as tables:
       unacknowledged messages is kept there until it drains;
     - a durable created on a stream that is about to gain its subjects starts
       after the stream's last message, so old, already-processed history is
-      not replayed (on a new stream, or one that already owns the subjects, it
-      starts from the beginning: never skip what nobody consumed);
+      not replayed; on a stream that already claimed them (a deploy that died
+      before the durable was created) it starts after the position the claim
+      recorded; on a new stream, or one that has owned the subjects since it was
+      created, it starts from the beginning: never skip what nobody consumed;
+    - messages under a durable's filter stored in a stream with no durable for
+      them (the subject came back outside a hand-over) get a draining durable
+      there, starting at the first of them;
     - a stream that loses subjects waits for the stream gaining them, whose
-      provider hands them over in two back-to-back API calls.
+      provider hands them over in two back-to-back API calls;
+    - with the live owner of each subject (`owners`), a subject no stream owns,
+      or one taken outside a hand-over, is a warning, and its stream claims it
+      again (`reclaim`), before any other stream when it had no owner.
 """
 
 from __future__ import annotations
