@@ -105,9 +105,11 @@ def main() -> int:
         f"{os.cpu_count()} cores (shared with other work), {platform.python_implementation()} "
         f"{platform.python_version()}, nats-server 2.15.1 on loopback, Pulumi CLI v3.259.0, `claimRetryTimeout` 20s. "
         "A publisher sends every 1 ms to one subject of the moving group and retries on no-responders and timeouts; "
-        "the figure is the longest stretch from a first refused publish to the next stored one. See the script's "
-        "docstring for what each fault is. The happy-path figures of `benchmarks/unowned_window.py` are in "
-        "RESULTS-unowned-window.md.",
+        "the figure is the longest stretch from a first refused publish to the next stored one. `refused` includes "
+        "the move applied once the config is fixed (the refused `pulumi up` releases nothing); `crash` includes "
+        "`pulumi cancel` and `pulumi up` run right after the kill. Every figure also includes the proxy's own "
+        f"latency. Load average at the end: {os.getloadavg()[0]:.1f}. The happy-path figures without the proxy "
+        "(`benchmarks/unowned_window.py`) are in RESULTS-unowned-window.md.",
         "",
         "| fault | 0 → 1 (ms) | 1 → 2 (ms) | 2 → 1 (ms) | 1 → 0 (ms) |",
         "|---|---:|---:|---:|---:|",
