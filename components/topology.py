@@ -202,7 +202,8 @@ def ownership(topology: Topology, live: LiveView, owners: dict[str, tuple[str, .
     """(warnings, stream -> subjects to reclaim, unowned subjects) of the live ownership.
 
     `owners` is what the server says owns each topology subject. No owner at all is an
-    interrupted hand-over; an owner other than the expected one is drift when the
+    interrupted hand-over (when the expected stream exists or the tool released the
+    subject; otherwise nothing was created yet); an owner other than the expected one is drift when the
     records say so: the tool released the subject from that stream (and never claimed it
     back), or the expected stream claimed it and lost it, or the owner is not managed.
     Otherwise a different owner is simply the move this run makes.
@@ -216,6 +217,10 @@ def ownership(topology: Topology, live: LiveView, owners: dict[str, tuple[str, .
             if have == (stream.name,):
                 continue
             if not have:
+                # Unowned because nothing was created yet (a first deploy, an adoption) is no fault;
+                # a hand-over left it there when its stream exists or the tool released it.
+                if stream.name not in live and not any(subject in other.released for other in live.values()):
+                    continue
                 unowned.append(subject)
                 reclaim.setdefault(stream.name, set()).add(subject)
                 warnings.append(

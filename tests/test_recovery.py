@@ -37,6 +37,14 @@ def test_plan_warns_an_unowned_subject_naming_both_owners_and_claims_it_before_e
     assert VENDOR in decided.after[LEGACY] and VENDOR in decided.after[DLQ]
 
 
+def test_plan_on_a_server_where_nothing_was_created_yet_warns_of_no_unowned_subject() -> None:
+    seeds = {LEGACY: LiveStream(LEGACY, (*CORE_SUBJECTS, "vendor.>"), 10, 10)}  # AA_DLQ not created yet
+
+    for live, owners in (({}, {}), (seeds, {**owners_at(0), "dlq.>": ()})):
+        decided = plan(phase_topology(stack(0)), stack(0), live, {x: owners.get(x, ()) for x in owners_at(0)})
+        assert decided.unowned == () and not any(w.startswith("subject ") for w in decided.warnings)
+
+
 def test_plan_treats_the_move_it_makes_as_no_drift() -> None:
     live = {LEGACY: LiveStream(LEGACY, (*CORE_SUBJECTS, "vendor.>"), 10, 10)}
 
