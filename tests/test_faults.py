@@ -3,7 +3,9 @@
 The provider talks to the server through tests/proxy.py, which sees each JetStream
 API request: a fault (a refusal, a cut connection, a server restart) is injected at
 an exact request, "between the release and the claim", not at a guessed moment.
-The Pulumi-level versions, with traffic, are in tests/test_faults_deploy.py.
+The Pulumi-level versions, with traffic, are in tests/test_faults_deploy.py. The
+last test checks that `verify_phase` (the gate and `eventbus migration verify`) fails
+on what such faults leave behind.
 """
 
 from __future__ import annotations
