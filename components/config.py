@@ -160,6 +160,9 @@ class StackConfig(_Model):
         default=(), description="Stream names or STREAM/durable ids that may be deleted or replaced with data in them"
     )
     drain_timeout: Duration = Field(default="30s", description="How long deleting a durable waits for its last messages")
+    claim_retry_timeout: Duration = Field(
+        default="30s", description="How long a subject hand-over retries its claim (then the give-back) across reconnects"
+    )
     verify: bool = Field(default=True, description="Run the phase verification at the end of pulumi up")
     rollout_hooks: dict[int, str] = Field(
         default_factory=dict, description="Per-phase shell command run after the phase is applied (e.g. kubectl rollout restart)"

@@ -14,7 +14,7 @@ from components import resource_common as rc
 from components.durations import Duration, format_duration, ns
 from components.errors import DataLossRefused, EventBusError, StreamNotFound
 from components.nats_client import ConnectionSettings, JetStream
-from components.stream import changed_fields
+from components.stream import DRAINED, RELEASED, StreamSpec, carried_metadata, changed_fields, recorded, stored_subjects
 from components.subjects import name_problem, subject_problem, subjects_overlap
 
 #: How long delete() waits for a consumer's pending messages to drain, seconds.
@@ -366,7 +366,30 @@ class ConsumerProvider(rc.OptInAware, dyn.ResourceProvider):
         if not allowed:
             wait_for_drain(js, stream, durable, float(props.get(DRAIN_TIMEOUT) or 0))
         guard_consumer_loss(js, id_, allowed, "deleting it")
+        record_drained(js, stream, js.consumer_info(stream, durable))
         js.consumer_delete(stream, durable)
+
+
+def record_drained(js: JetStream, stream: str, info: dict | None) -> None:
+    """Before a durable goes from a stream that released its subjects, note there how far it got.
+
+    Messages under its filter stored after that point have no durable (see
+    `migration.read_stranded`); before it, they were processed.
+    """
+    if not info:
+        return
+    config = info["config"]
+    filters = config.get("filter_subjects") or [config.get("filter_subject") or ">"]
+    with rc.STREAM_WRITE_LOCK:
+        stream_info = js.stream_info(stream)
+        if stream_info is None:
+            return
+        released = recorded(stream_info["config"], RELEASED)
+        if not any(subjects_overlap(f, s) for f in filters for s in released):
+            return
+        managed = carried_metadata(stream_info["config"], tuple(stored_subjects(stream_info["config"])))
+        managed[DRAINED + info["name"]] = str(int((info.get("ack_floor") or {}).get("stream_seq", 0)))
+        js.stream_update(StreamSpec.from_wire(stream_info["config"]).wire(managed))
 
 
 class Consumer(dyn.Resource, module="jetstream", name="Consumer"):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
+
 import pulumi
 
 from components import preflight
 from components.config import StackConfig
 from components.consumer import Consumer
 from components.durations import ns
-from components.errors import EventBusError
+from components.errors import EventBusError, JetStreamAPIError
 from components.gate import PhaseGate
 from components.nats_client import ConnectionSettings, JetStream
-from components.stream import Stream
-from components.topology import LiveConsumer, LiveStream, LiveView, Plan, bindings, phase_topology, plan
+from components.stream import CLAIMED, DRAINED, RELEASED, Stream, recorded
+from components.subjects import subjects_overlap
+from components.topology import LiveConsumer, LiveStream, LiveView, Plan, Topology, bindings, phase_topology, plan
 from components.verify import stored_subjects
 
 #: The info diagnostic naming the managed streams that held no messages at preview time
@@ -42,6 +46,8 @@ def read_live(connection: ConnectionSettings, names: list[str]) -> LiveView:
             messages=int(info["state"]["messages"]),
             last_seq=int(info["state"]["last_seq"]),
             consumers=consumers,
+            claimed=recorded(info["config"], CLAIMED),
+            released=recorded(info["config"], RELEASED),
         )
     return live
 
@@ -55,6 +61,59 @@ def _preflight(connection: ConnectionSettings, stack: StackConfig, decided: Plan
         preflight.check_server(connection, stack, decided.streams, per_stream, live)
     except EventBusError as exc:
         raise pulumi.RunError(str(exc)) from None
+
+
+#: No message matches (STREAM.MSG.GET).
+NO_MESSAGE = 10037
+
+
+def read_ownership(connection: ConnectionSettings, topology: Topology) -> dict[str, tuple[str, ...]]:
+    """subject -> the streams the server says own it, for every subject of `topology`."""
+    js = JetStream(connection.model_copy(update={"connect_timeout": 3.0}))
+    return {subject: tuple(sorted(js.stream_names(subject))) for s in topology.streams for subject in s.subjects}
+
+
+def read_stranded(connection: ConnectionSettings, stack: StackConfig, live: LiveView) -> LiveView:
+    """`live` with, per stream, the messages under each durable's filter that no durable there will deliver.
+
+    Those are the messages stored after the tool released the subject from the stream
+    (and after what a durable for them last acknowledged before it was removed) while
+    the stream has no such durable. Found with STREAM.MSG.GET next_by_subj; counted
+    with a short-lived in-memory consumer that is deleted right away.
+    """
+    js = JetStream(connection.model_copy(update={"connect_timeout": 3.0}))
+    out: LiveView = {}
+    for name, stream in live.items():
+        found: dict[str, tuple[int, int]] = {}
+        for durable in (d for d in stack.consumers.values() if d.durable not in stream.consumers):
+            marks = [seq for subject, seq in stream.released.items() if subjects_overlap(subject, durable.filter_subject)]
+            if not marks:
+                continue
+            info = js.stream_info(name)
+            drained = recorded(info["config"], DRAINED).get(durable.durable, 0) if info else 0
+            start = max([*marks, drained]) + 1
+            try:
+                msg = js.request(f"$JS.API.STREAM.MSG.GET.{name}", {"seq": start, "next_by_subj": durable.filter_subject},
+                                 stream=name)
+            except JetStreamAPIError as exc:
+                if exc.err_code == NO_MESSAGE:
+                    continue
+                raise
+            first = int(msg["message"]["seq"])
+            found[durable.durable] = (first, _count(js, name, durable.filter_subject, first))
+        out[name] = dataclasses.replace(stream, stranded=found) if found else stream
+    return out
+
+
+def _count(js: JetStream, stream: str, subject: str, first: int) -> int:
+    """Messages under `subject` in `stream` from seq `first` on (an ephemeral consumer's num_pending)."""
+    name = f"eventbus-count-{uuid.uuid4().hex[:12]}"
+    config = {"name": name, "deliver_policy": "by_start_sequence", "opt_start_seq": first, "filter_subject": subject,
+              "ack_policy": "none", "mem_storage": True, "num_replicas": 1, "inactive_threshold": 10 * 10**9}
+    info = js.request(f"$JS.API.CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream, "config": config},
+                      stream=stream)
+    js.consumer_delete(stream, name)
+    return int(info.get("num_pending", 0))
 
 
 class EventBus(pulumi.ComponentResource):
@@ -76,7 +135,15 @@ class EventBus(pulumi.ComponentResource):
                 ) from None
             live = None
             pulumi.log.warn(f"{preflight.OFFLINE_NOTE} ({preflight.OFFLINE_ENV} is set; {exc})", self)
-        decided = plan(topology, stack, live)
+        owners = None
+        if live is not None:
+            try:
+                owners = read_ownership(connection, topology)
+                live = read_stranded(connection, stack, live)
+            except EventBusError as exc:
+                raise pulumi.RunError(f"cannot read subject ownership on the live server, so this deploy cannot be "
+                                      f"checked: {exc}") from None
+        decided = plan(topology, stack, live, owners)
         if live is not None:
             _preflight(connection, stack, decided, live)
         for warning in decided.warnings:
@@ -92,6 +159,8 @@ class EventBus(pulumi.ComponentResource):
                 connection,
                 allow_data_loss=spec.name in allowed,
                 takeover=managed,
+                claim_retry_timeout=ns(stack.claim_retry_timeout) / 1e9,
+                reclaim=list(decided.reclaim.get(spec.name, ())),
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     depends_on=[streams[d] for d in decided.after.get(spec.name, ()) if d in streams],

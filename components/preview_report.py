@@ -26,6 +26,7 @@ program says so in an info diagnostic ("empty streams on the server: ..."), whic
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -43,6 +44,10 @@ from components.migration import EMPTY_STREAMS_NOTE
 from components.preflight import OFFLINE_NOTE
 from components.stream import StreamSpec
 from components.subjects import subjects_overlap
+from components.topology import UNOWNED_WARNING
+
+#: The program's warning that a topology subject has no stream on the server.
+UNOWNED = re.compile("^" + re.escape(UNOWNED_WARNING).replace(re.escape("{subject}"), r"\S+"))
 
 #: Exit codes.
 OK, BLOCKED, CANNOT_PREVIEW = 0, 1, 2
@@ -63,7 +68,8 @@ COUNT_ORDER = ("create", "update", "replace", "delete", "same")
 
 #: Inputs that are not config: the pickled provider, the output placeholders the resources
 #: declare (a refresh copies their values into the inputs), and the create-time adoption note.
-IGNORED_INPUTS = frozenset({"__provider", "stream_name", "consumer_id", "checks", "warnings", "adoption"})
+IGNORED_INPUTS = frozenset({"__provider", "stream_name", "consumer_id", "checks", "warnings", "adoption",
+                            "claim_retry_timeout"})
 
 #: How Pulumi writes a value it will only know after apply.
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
@@ -163,11 +169,16 @@ class Summary:
         return bool(self.errors)
 
     @property
+    def unowned(self) -> tuple[Diagnostic, ...]:
+        """The program's warnings that a subject has no stream on the server (an interrupted deploy)."""
+        return tuple(d for d in self.diagnostics if d.severity == "warning" and UNOWNED.match(d.message))
+
+    @property
     def exit_code(self) -> int:
         refusals = {d.reason for d in self.destructive if d.op == "refused"}
         if any(e.message not in refusals for e in self.errors):
             return CANNOT_PREVIEW
-        return BLOCKED if self.blocked else OK
+        return BLOCKED if self.blocked or self.unowned else OK
 
 
 @dataclass(frozen=True)
@@ -529,6 +540,10 @@ def to_markdown(summary: Summary) -> str:
     if counts:
         lines += [" · ".join(counts), ""]
 
+    if summary.unowned:
+        lines += _alert("CAUTION", "Subjects without a stream on the server: publishes to them are refused "
+                                   "until `pulumi up` claims them; this check fails until then.",
+                        [f"- {d.message}" for d in summary.unowned])
     blocked = summary.blocked
     if blocked:
         lines += _alert("CAUTION", f"{_plural(len(blocked), 'destructive step')} not explicitly allowed: "

@@ -9,6 +9,10 @@ in `replace_reasons()`.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pulumi
@@ -16,11 +20,22 @@ import pulumi.dynamic as dyn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from components import lifeline
 from components import resource_common as rc
 from components.durations import Duration, format_duration, ns, parse_duration
-from components.errors import DataLossRefused, EventBusError, SubjectOverlap
+from components.errors import (
+    DataLossRefused,
+    EventBusError,
+    JetStreamAPIError,
+    NatsConnectionError,
+    StreamNotFound,
+    SubjectOverlap,
+    api_error,
+)
 from components.nats_client import ConnectionSettings, JetStream
 from components.subjects import name_problem, subject_problem, subjects_overlap
+
+lifeline.start_if_plugin()  # in the dynamic-provider process: exit when the engine is gone
 
 #: The filter of the self-source that lets a stream own no subjects at all: without
 #: subjects, sources or mirror the server gives a stream its own name as subject.
@@ -41,6 +56,61 @@ def stored_subjects(config: dict) -> list[str]:
 
 #: Streams this stream may take subjects from when it claims them (see `hand_over`).
 TAKEOVER = "takeover"
+#: Input: seconds the provider keeps retrying a claim (then the give-back) across reconnects.
+CLAIM_RETRY_TIMEOUT = "claim_retry_timeout"
+DEFAULT_CLAIM_RETRY_TIMEOUT = 30.0
+
+#: Stream metadata this tool writes for itself. It lives on the server only: the spec
+#: drops it (so it is never drift) and every update carries it over (see `carried_metadata`).
+MANAGED_METADATA = "eventbus."
+#: `eventbus.claimed.<subject>`: the stream's last sequence just before it claimed the
+#: subject, written by the claim itself, so a durable created later starts after it.
+CLAIMED = "eventbus.claimed."
+#: `eventbus.released.<subject>`: the stream's last sequence when the tool released the
+#: subject; anything stored under it after that came from an out-of-band change.
+RELEASED = "eventbus.released."
+#: `eventbus.drained.<durable>`: how far that durable had acknowledged when the tool removed it.
+DRAINED = "eventbus.drained."
+#: Input: subjects the stream must claim now although its state says it has them.
+RECLAIM = "reclaim"
+
+
+def recorded(config: dict, prefix: str) -> dict[str, int]:
+    """subject -> sequence for the `prefix` (CLAIMED or RELEASED) keys of a server config."""
+    out = {}
+    for key, value in (config.get("metadata") or {}).items():
+        if key.startswith(prefix):
+            try:
+                out[key[len(prefix):]] = int(value)
+            except ValueError:
+                continue  # not ours to interpret
+    return out
+
+
+def carried_metadata(config: dict | None, subjects: tuple[str, ...], claimed: dict[str, int] | None = None,
+                     released: dict[str, int] | None = None) -> dict[str, str]:
+    """The managed metadata a stream keeps when it is updated to own `subjects`.
+
+    A claim position lasts while the stream owns the subject; a release position lasts
+    until the stream claims the subject again (the first release is kept: messages an
+    out-of-band change put there since then have no durable). `claimed`/`released` add
+    positions for this update.
+    """
+    out: dict[str, str] = {k: v for k, v in ((config or {}).get("metadata") or {}).items()
+                           if k.startswith(MANAGED_METADATA) and not k.startswith((CLAIMED, RELEASED))}
+    for subject, seq in recorded(config or {}, CLAIMED).items():
+        if subject in subjects:
+            out[CLAIMED + subject] = str(seq)
+    for subject, seq in recorded(config or {}, RELEASED).items():
+        if subject not in subjects:
+            out[RELEASED + subject] = str(seq)
+    for subject, seq in (released or {}).items():
+        out.setdefault(RELEASED + subject, str(seq))
+        out.pop(CLAIMED + subject, None)
+    for subject, seq in (claimed or {}).items():
+        out[CLAIMED + subject] = str(seq)
+        out.pop(RELEASED + subject, None)
+    return out
 
 
 class _Model(BaseModel):
@@ -136,7 +206,8 @@ class StreamSpec(_Model):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        return {k: v for k, v in value.items() if not k.startswith("_nats.")}
+        # The server's own `_nats.*` keys and this tool's positions are not config.
+        return {k: v for k, v in value.items() if not k.startswith(("_nats.", MANAGED_METADATA))}
 
     @model_validator(mode="before")
     @classmethod
@@ -178,8 +249,11 @@ class StreamSpec(_Model):
         """True when the stream owns no subjects (and so needs the self-source marker)."""
         return not self.subjects and not self.sources and self.mirror is None
 
-    def wire(self) -> dict:
-        """The config the JetStream API takes: durations in nanoseconds, every field explicit."""
+    def wire(self, managed: dict[str, str] | None = None) -> dict:
+        """The config the JetStream API takes: durations in nanoseconds, every field explicit.
+
+        `managed` is this tool's metadata to keep on the server (see `carried_metadata`).
+        """
         cfg: dict[str, Any] = {
             "name": self.name,
             "subjects": list(self.subjects),
@@ -206,8 +280,8 @@ class StreamSpec(_Model):
             cfg["description"] = self.description
         if self.discard_new_per_subject:
             cfg["discard_new_per_subject"] = True
-        if self.metadata:
-            cfg["metadata"] = dict(self.metadata)
+        if self.metadata or managed:
+            cfg["metadata"] = {**self.metadata, **(managed or {})}
         if self.placement:
             cfg["placement"] = self.placement.model_dump(exclude_none=True, exclude_defaults=True)
         if self.first_seq:
@@ -336,17 +410,107 @@ def guard_data_loss(js: JetStream, name: str, allowed: bool, action: str, fields
         )
 
 
-def hand_over(js: JetStream, name: str, subjects: tuple[str, ...], takeover: list[str]) -> list[str]:
-    """Release `subjects` from the streams in `takeover` that hold them, so `name` can claim them.
+#: Per-request timeout inside a hand-over: short, so a lost connection is retried
+#: promptly (every request there is idempotent, so a retry after a lost reply is safe).
+HAND_OVER_REQUEST_TIMEOUT = 2.0
+#: Pause between attempts while the server is unreachable, and the connect timeout then.
+RETRY_INTERVAL = 0.2
+RECONNECT_TIMEOUT = 2.0
+#: Server answers that mean "try again shortly", not "no".
+TRANSIENT_ERR_CODES = frozenset({10008})  # JetStream temporarily unavailable (e.g. a leader election)
 
-    Runs immediately before the claim, under the stream write lock, so the window in
-    which a moved subject has no stream is two API round trips. A subject held by a
-    stream outside `takeover` is an error naming that stream. Returns the streams changed.
+
+class ClaimFailed(EventBusError):
+    """A stream could not claim subjects it took from other streams.
+
+    `given_back` says whether the subjects are back on the streams that released them
+    (True), or whether they may have no stream until the next `pulumi up` (False).
     """
-    changed = []
+
+    def __init__(self, message: str, *, subjects: tuple[str, ...], stream: str, owners: tuple[str, ...],
+                 given_back: bool, err_code: int = 0) -> None:
+        super().__init__(message)
+        self.subjects, self.stream, self.owners = subjects, stream, owners
+        self.given_back, self.err_code = given_back, err_code
+
+
+@dataclass
+class Release:
+    """One stream's subjects released for a claim, and its config before, for the give-back."""
+
+    owner: str
+    before: dict
+    subjects: tuple[str, ...]
+
+
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, NatsConnectionError):
+        return True
+    return isinstance(exc, JetStreamAPIError) and exc.err_code in TRANSIENT_ERR_CODES
+
+
+def _pedantic(js: JetStream, body: dict) -> dict:
+    return {**body, "pedantic": True} if js.api_level() >= 1 else dict(body)
+
+
+def _request(js: JetStream, subject: str, body: dict | None, *, stream: str | None = None,
+             timeout: float = HAND_OVER_REQUEST_TIMEOUT) -> dict:
+    """A JetStream API request that fails as soon as the connection drops, not at its timeout.
+
+    A request written into a connection that then breaks never gets its reply; waiting
+    out the timeout would keep a released subject without a stream that much longer.
+    """
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    from components.nats_client import _LOOP
+
+    nc = js.nc
+    payload = json.dumps(body).encode() if body is not None else b""
+
+    async def call() -> bytes:
+        if not nc.is_connected:
+            raise ConnectionResetError("not connected")
+        task = asyncio.ensure_future(nc.request(subject, payload, timeout=timeout))
+        while not task.done():
+            await asyncio.wait([task], timeout=0.02)
+            if not task.done() and not nc.is_connected:
+                task.cancel()
+                raise ConnectionResetError("connection lost while waiting for the reply")
+        return task.result().data
+
+    try:
+        data = _LOOP.run(call(), timeout=timeout + 5)
+    except (ConnectionResetError, NoRespondersError, NatsTimeout, asyncio.TimeoutError, TimeoutError) as exc:
+        raise NatsConnectionError(f"JetStream request {subject} failed on {js.settings.describe()}: "
+                                  f"{exc or type(exc).__name__}") from exc
+    reply = json.loads(data)
+    if "error" in reply:
+        raise api_error(reply["error"], stream=stream)
+    return reply
+
+
+def _update(js: JetStream, config: dict) -> dict:
+    name = config["name"]
+    return _request(js, f"$JS.API.STREAM.UPDATE.{name}", _pedantic(js, config), stream=name)
+
+
+def _info(js: JetStream, name: str) -> dict | None:
+    try:
+        return _request(js, f"$JS.API.STREAM.INFO.{name}", None, stream=name)
+    except StreamNotFound:
+        return None
+
+
+def _names(js: JetStream, subject: str) -> list[str]:
+    return list(_request(js, "$JS.API.STREAM.NAMES", {"subject": subject}).get("streams") or [])
+
+
+def _owners(js: JetStream, name: str, subjects: tuple[str, ...], takeover: list[str]) -> dict[str, list[str]]:
+    """Streams other than `name` owning any of `subjects`; one outside `takeover` is an error naming it."""
     owners: dict[str, list[str]] = {}
     for subject in subjects:
-        for owner in js.stream_names(subject):
+        for owner in _names(js, subject):
             if owner != name:
                 owners.setdefault(owner, []).append(subject)
     for owner, wanted in sorted(owners.items()):
@@ -356,15 +520,153 @@ def hand_over(js: JetStream, name: str, subjects: tuple[str, ...], takeover: lis
                 err_code=10065,
                 stream=name,
             )
-        info = js.stream_info(owner)
+    return owners
+
+
+def hand_over(js: JetStream, name: str, subjects: tuple[str, ...], takeover: list[str],
+              releases: list[Release] | None = None) -> list[Release]:
+    """Release `subjects` from the streams in `takeover` that hold them, so `name` can claim them.
+
+    Idempotent: a stream that already released them is left alone, so it can be retried
+    after a lost connection. Each release is recorded in `releases` (and returned) before
+    it is sent, so a give-back also covers a release whose reply was lost. The released
+    stream records its last sequence (`eventbus.released.<subject>`). A subject held by
+    a stream outside `takeover` is an error naming that stream.
+    """
+    releases = releases if releases is not None else []
+    for owner in sorted(_owners(js, name, subjects, takeover)):
+        info = _info(js, owner)
         if info is None:
             continue
         spec = StreamSpec.from_wire(info["config"])
-        keep = tuple(s for s in spec.subjects if not any(subjects_overlap(s, w) for w in subjects))
-        released = spec.model_copy(update={"subjects": keep})
-        js.stream_update(released.wire())
-        changed.append(owner)
-    return changed
+        gone = tuple(s for s in spec.subjects if any(subjects_overlap(s, w) for w in subjects))
+        keep = tuple(s for s in spec.subjects if s not in gone)
+        if not any(r.owner == owner for r in releases):
+            releases.append(Release(owner, info["config"], gone))
+        last = int(info["state"]["last_seq"])
+        managed = carried_metadata(info["config"], keep, released={s: last for s in gone})
+        _update(js, spec.model_copy(update={"subjects": keep}).wire(managed))
+    return releases
+
+
+def _retrying(js: JetStream, deadline: float, step: Any) -> Any:
+    """Run `step(js)` until it succeeds, a non-transient error, or `deadline` (then the last error)."""
+    while True:
+        try:
+            return step(js)
+        except EventBusError as exc:
+            if not _transient(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(RETRY_INTERVAL)
+        try:
+            # A fresh client (the cached one is replaced once it has lost its server), with a
+            # connect timeout short enough to keep within the retry budget.
+            js = JetStream(js.settings.model_copy(update={"connect_timeout": RECONNECT_TIMEOUT}))
+        except NatsConnectionError:
+            if time.monotonic() >= deadline:
+                raise
+
+
+def _owned_by(js: JetStream, name: str, subjects: tuple[str, ...]) -> bool:
+    return all(_names(js, subject) == [name] for subject in subjects)
+
+
+def _give_back(js: JetStream, name: str, releases: list[Release], retry_timeout: float) -> str | None:
+    """Put released subjects back where they were; None on success, else why not."""
+    def step(js: JetStream) -> None:
+        for release in releases:
+            managed = {k: v for k, v in (release.before.get("metadata") or {}).items()
+                       if k.startswith(MANAGED_METADATA)}
+            try:
+                _update(js, StreamSpec.from_wire(release.before).wire(managed))
+            except SubjectOverlap:
+                if not _owned_by(js, name, release.subjects):
+                    raise
+                # The claim did land (its reply was lost): nothing to give back.
+
+    try:
+        _retrying(js, time.monotonic() + retry_timeout, step)
+    except EventBusError as exc:
+        return str(exc)
+    return None
+
+
+def claim(js: JetStream, spec: StreamSpec, config: dict, takeover: list[str], retry_timeout: float) -> dict:
+    """Release `spec.subjects` from their owners and claim them with `config`, back to back.
+
+    Transient failures (lost connection, server restart, leader election) are retried for
+    up to `retry_timeout` seconds; if the claim still fails, the subjects are given back to
+    the streams that released them (retried as long again) and ClaimFailed names the
+    subjects, both streams and the server's reason.
+    """
+    releases: list[Release] = []
+
+    def step(js: JetStream) -> dict:
+        hand_over(js, spec.name, spec.subjects, takeover, releases)
+        return _update(js, config)
+
+    try:
+        return _retrying(js, time.monotonic() + retry_timeout, step)
+    except EventBusError as exc:
+        if not releases:
+            raise  # nothing was released (e.g. an unmanaged stream owns a subject): nothing to undo
+        failure = exc
+    moved = tuple(sorted({s for r in releases for s in r.subjects}))
+    owners = tuple(r.owner for r in releases)
+    why = failure.description if isinstance(failure, JetStreamAPIError) else str(failure)
+    code = failure.err_code if isinstance(failure, JetStreamAPIError) else 0
+    head = (f"stream {spec.name} could not claim {', '.join(moved) or ', '.join(spec.subjects)} from "
+            f"{', '.join(owners) or 'their streams'}: {why}" + (f" (err_code {code})" if code else ""))
+    problem = _give_back(js, spec.name, releases, retry_timeout) if releases else None
+    if problem is None:
+        raise ClaimFailed(
+            f"{head}. The subjects were given back to {', '.join(owners) or 'their streams'}, which still own them. "
+            "Fix the cause and run `pulumi up` again",
+            subjects=moved, stream=spec.name, owners=owners, given_back=True, err_code=code) from failure
+    raise ClaimFailed(
+        f"{head}. Giving them back failed too ({problem}): {', '.join(moved)} may have NO stream now. Run "
+        "`pulumi up` again as soon as the server is reachable: it claims unowned subjects first",
+        subjects=moved, stream=spec.name, owners=owners, given_back=False, err_code=code) from failure
+
+
+def apply_stream(js: JetStream, spec: StreamSpec, info: dict | None, takeover: list[str],
+                 retry_timeout: float) -> dict:
+    """Bring stream `spec.name` to `spec` (created if `info` is None), taking its subjects over.
+
+    When subjects must be taken from other streams, everything the server could refuse
+    about this stream is applied first (a create owning no subjects, or an update keeping
+    its current subjects), so the claim is only a change of subjects; the claim records
+    this stream's last sequence for each gained subject in the same call. Returns the
+    stream's info after the call.
+    """
+    current = StreamSpec.from_wire(info["config"]) if info else None
+    owners = _owners(js, spec.name, spec.subjects, takeover)
+    if not owners:
+        # Nothing to take: one call, as before. Subjects that nobody owns (a deploy that died
+        # between release and claim) are claimed with the stream's current config first.
+        if info is None or current is None:
+            return js.stream_create(spec.wire())
+        gained = tuple(s for s in spec.subjects if s not in current.subjects)
+        last = int(info["state"]["last_seq"])
+        if gained and changed_fields(current.model_copy(update={"subjects": spec.subjects}), spec):
+            staged = current.model_copy(update={"subjects": spec.subjects})
+            info = js.stream_update(staged.wire(carried_metadata(info["config"], spec.subjects, {s: last for s in gained})))
+            current = staged
+        managed = carried_metadata(info["config"], spec.subjects, {s: last for s in gained})
+        live_managed = {k: v for k, v in (info["config"].get("metadata") or {}).items() if k.startswith(MANAGED_METADATA)}
+        if changed_fields(current, spec) or managed != live_managed:
+            info = js.stream_update(spec.wire(managed))
+        return info
+    if info is None or current is None:
+        info = js.stream_create(spec.model_copy(update={"subjects": ()}).wire())
+        current = StreamSpec.from_wire(info["config"])
+    else:
+        staged = spec.model_copy(update={"subjects": current.subjects})
+        if changed_fields(current, staged):
+            info = js.stream_update(staged.wire(carried_metadata(info["config"], current.subjects)))
+    last = int(info["state"]["last_seq"])
+    claims = {s: last for s in spec.subjects if s not in current.subjects}
+    return claim(js, spec, spec.wire(carried_metadata(info["config"], spec.subjects, claims)), takeover, retry_timeout)
 
 
 # -- the provider -------------------------------------------------------------------------
@@ -382,7 +684,13 @@ def _outputs(props: dict[str, Any], spec: StreamSpec) -> dict[str, Any]:
         rc.CREDENTIALS: props.get(rc.CREDENTIALS) or {},
         rc.ALLOW_DATA_LOSS: bool(props.get(rc.ALLOW_DATA_LOSS)),
         TAKEOVER: list(props.get(TAKEOVER) or []),
+        CLAIM_RETRY_TIMEOUT: _retry_timeout(props),
     }
+
+
+def _retry_timeout(props: dict[str, Any]) -> float:
+    value = props.get(CLAIM_RETRY_TIMEOUT)
+    return DEFAULT_CLAIM_RETRY_TIMEOUT if value is None else float(value)
 
 
 class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
@@ -421,6 +729,8 @@ class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
         old, new = _parse(olds), _parse(news)
         fields = changed_fields(old, new)
         fields += rc.changed_inputs(olds, news, (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS, TAKEOVER))
+        if news.get(RECLAIM) and not rc.unknown(news.get(RECLAIM)):
+            fields.append(RECLAIM)  # the server lost subjects the state still lists: claim them again
         if not fields:
             return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
         reasons = replace_reasons(old, new)
@@ -442,21 +752,16 @@ class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
                         f"stream {spec.name} already exists with a different {', '.join(fixed)}: "
                         f"{'; '.join(fixed.values())}. Delete it (losing its messages) or match its config"
                     )
-            hand_over(js, spec.name, spec.subjects, list(props.get(TAKEOVER) or []))
-            if info is None:
-                info = js.stream_create(spec.wire())
-            elif changed_fields(StreamSpec.from_wire(info["config"]), spec):
-                info = js.stream_update(spec.wire())
+            info = apply_stream(js, spec, info, list(props.get(TAKEOVER) or []), _retry_timeout(props))
         return dyn.CreateResult(spec.name, _outputs(props, StreamSpec.from_wire(info["config"])))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         spec = _parse(news)
         js = rc.jetstream(news)
         with rc.STREAM_WRITE_LOCK:
-            exists = js.stream_info(spec.name) is not None  # before the hand-over: keep the window short
-            hand_over(js, spec.name, spec.subjects, list(news.get(TAKEOVER) or []))
-            # Claim right after the release; create if it was deleted out of band since the last refresh.
-            info = js.stream_update(spec.wire()) if exists else js.stream_create(spec.wire())
+            # Created again if it was deleted out of band since the last refresh.
+            info = apply_stream(js, spec, js.stream_info(spec.name), list(news.get(TAKEOVER) or []),
+                                _retry_timeout(news))
         return dyn.UpdateResult(_outputs(news, StreamSpec.from_wire(info["config"])))
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
@@ -488,6 +793,8 @@ class Stream(dyn.Resource, module="jetstream", name="Stream"):
         *,
         allow_data_loss: bool = False,
         takeover: list[str] | None = None,
+        claim_retry_timeout: float = DEFAULT_CLAIM_RETRY_TIMEOUT,
+        reclaim: list[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         servers, creds = rc.connection_inputs(connection)
@@ -497,6 +804,8 @@ class Stream(dyn.Resource, module="jetstream", name="Stream"):
             rc.CREDENTIALS: pulumi.Output.secret(creds) if creds else {},
             rc.ALLOW_DATA_LOSS: allow_data_loss,
             TAKEOVER: sorted(set(takeover or []) - {spec.name}),
+            CLAIM_RETRY_TIMEOUT: claim_retry_timeout,
+            RECLAIM: sorted(reclaim or []),
             "stream_name": None,
         }
         super().__init__(StreamProvider(), resource_name, props, opts)

@@ -14,10 +14,18 @@ Two pure functions, tested as tables:
       unacknowledged messages is kept there until it drains;
     - a durable created on a stream that is about to gain its subjects starts
       after the stream's last message, so old, already-processed history is
-      not replayed (on a new stream, or one that already owns the subjects, it
-      starts from the beginning: never skip what nobody consumed);
+      not replayed; on a stream that already claimed them (a deploy that died
+      before the durable was created) it starts after the position the claim
+      recorded; on a new stream, or one that has owned the subjects since it was
+      created, it starts from the beginning: never skip what nobody consumed;
+    - messages under a durable's filter stored in a stream with no durable for
+      them (the subject came back outside a hand-over) get a draining durable
+      there, starting at the first of them;
     - a stream that loses subjects waits for the stream gaining them, whose
-      provider hands them over in two back-to-back API calls.
+      provider hands them over in two back-to-back API calls;
+    - with the live owner of each subject (`owners`), a subject no stream owns,
+      or one taken outside a hand-over, is a warning, and its stream claims it
+      again (`reclaim`), before any other stream when it had no owner.
 """
 
 from __future__ import annotations
@@ -157,9 +165,25 @@ class LiveStream:
     messages: int = 0
     last_seq: int = 0
     consumers: dict[str, LiveConsumer] = field(default_factory=dict)
+    #: subject -> this stream's last sequence when it claimed the subject (stream metadata)
+    claimed: dict[str, int] = field(default_factory=dict)
+    #: subject -> this stream's last sequence when the tool released the subject
+    released: dict[str, int] = field(default_factory=dict)
+    #: durable -> (first seq, count) of messages under its filter stored here after the
+    #: subject was released, that no durable on this stream will deliver
+    stranded: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def owns_any(self, pattern: str) -> bool:
         return any(subjects_overlap(pattern, s) for s in self.subjects)
+
+    def claim_position(self, pattern: str) -> int:
+        """Where a new durable for `pattern` starts (0: the beginning): after the last message
+        stored before this stream claimed the subjects covering it. A covering subject it
+        has owned since it was created (no claim recorded) means the beginning."""
+        covering = [s for s in self.subjects if subjects_overlap(pattern, s)]
+        if not covering or any(s not in self.claimed for s in covering):
+            return 0
+        return min(self.claimed[s] for s in covering)
 
 
 #: Existing managed streams by name; None when the server could not be read.
@@ -173,6 +197,11 @@ class Plan:
     #: stream name -> names of streams whose apply must come first (they claim subjects it releases)
     after: dict[str, tuple[str, ...]]
     warnings: tuple[str, ...]
+    #: stream name -> subjects it must claim now although its last applied state has them
+    #: (no stream owns them, or another stream took them out of band)
+    reclaim: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: subjects of the topology that no stream owns on the server right now
+    unowned: tuple[str, ...] = ()
 
     def ordered_streams(self) -> list[StreamSpec]:
         """Streams in an order where everything a stream waits for comes before it."""
@@ -189,8 +218,61 @@ class Plan:
         return [by_name[n] for n in done]
 
 
-def plan(topology: Topology, config: StackConfig, live: LiveView | None) -> Plan:
-    """Adjust `topology` to the live server so the move loses nothing. Pure."""
+#: The start of the warning for a topology subject that no stream owns (the preview report fails on it).
+UNOWNED_WARNING = "subject {subject} has no stream"
+
+
+def ownership(topology: Topology, live: LiveView, owners: dict[str, tuple[str, ...]]) -> tuple[
+        list[str], dict[str, set[str]], list[str]]:
+    """(warnings, stream -> subjects to reclaim, unowned subjects) of the live ownership.
+
+    `owners` is what the server says owns each topology subject. No owner at all is an
+    interrupted hand-over (when the expected stream exists or the tool released the
+    subject; otherwise nothing was created yet); an owner other than the expected one is drift when the
+    records say so: the tool released the subject from that stream (and never claimed it
+    back), or the expected stream claimed it and lost it, or the owner is not managed.
+    Otherwise a different owner is simply the move this run makes.
+    """
+    warnings: list[str] = []
+    reclaim: dict[str, set[str]] = {}
+    unowned: list[str] = []
+    for stream in topology.streams:
+        for subject in stream.subjects:
+            have = tuple(owners.get(subject, (stream.name,)))
+            if have == (stream.name,):
+                continue
+            if not have:
+                # Unowned because nothing was created yet (a first deploy, an adoption) is no fault;
+                # a hand-over left it there when its stream exists or the tool released it.
+                if stream.name not in live and not any(subject in other.released for other in live.values()):
+                    continue
+                unowned.append(subject)
+                reclaim.setdefault(stream.name, set()).add(subject)
+                warnings.append(
+                    UNOWNED_WARNING.format(subject=subject) + f" (actual owner: none, expected owner: {stream.name}): "
+                    "publishes to it are refused. An interrupted deploy released it; `pulumi up` claims it first"
+                )
+                continue
+            expected = live.get(stream.name)
+            drift = [o for o in have if o != stream.name and (
+                o not in live or subject in live[o].released or (expected is not None and subject in expected.claimed))]
+            if drift:
+                reclaim.setdefault(stream.name, set()).add(subject)
+                warnings.append(
+                    f"subject {subject} is owned by {', '.join(have)} (expected owner: {stream.name}), changed outside "
+                    f"this stack: `pulumi up` moves it back to {stream.name}"
+                )
+    return warnings, reclaim, unowned
+
+
+def plan(topology: Topology, config: StackConfig, live: LiveView | None,
+         owners: dict[str, tuple[str, ...]] | None = None) -> Plan:
+    """Adjust `topology` to the live server so the move loses nothing. Pure.
+
+    `owners` (subject -> streams owning it on the server, for the topology's subjects)
+    turns on the ownership checks: warnings for unowned or drifted subjects, and
+    `reclaim`/ordering so that `pulumi up` claims them before anything else.
+    """
     if live is None:
         return Plan(topology.streams, topology.consumers, {}, ())
     warnings: list[str] = []
@@ -235,16 +317,37 @@ def plan(topology: Topology, config: StackConfig, live: LiveView | None) -> Plan
                 f"{state.ack_pending} awaiting ack. Services bound to it keep processing; a later `pulumi up` removes it"
             )
 
-    # New durables on streams that are about to gain their subjects start after the old history.
+    # Messages under a durable's filter that reached a stream with no durable for them
+    # (an out-of-band change, an interrupted deploy): a durable drains them, from the first.
+    wanted = {(c.stream, c.durable_name) for c in consumers}
+    for key, durable_settings in config.consumers.items():
+        for name in sorted(declared):
+            current = live.get(name)
+            found = current.stranded.get(durable_settings.durable) if current else None
+            if not found or (name, durable_settings.durable) in wanted:
+                continue
+            first, count = found
+            spec = consumer_spec(config, key, name)
+            consumers.append(spec.model_copy(update={"deliver_policy": "by_start_sequence", "opt_start_seq": first}))
+            warnings.append(
+                f"{count} messages under {durable_settings.filter_subject} are stored in {name} from seq {first} on "
+                f"with no durable to deliver them (the subject came back to {name} outside a hand-over). `pulumi up` "
+                f"creates {durable_settings.durable} on {name} starting there; a later `pulumi up` removes it once drained"
+            )
+
+    # New durables start after the history that the stream held before it took their subjects:
+    # on a stream about to gain them, after its last message; on one that already claimed
+    # them (a deploy that died before the durable was created), after the recorded claim.
     adjusted = []
     for spec in consumers:
         current = live.get(spec.stream)
-        if (
-            current is not None
-            and spec.durable_name not in current.consumers
-            and not any(current.owns_any(f) for f in spec.filter_subjects)
-        ):
-            spec = spec.model_copy(update={"deliver_policy": "by_start_sequence", "opt_start_seq": current.last_seq + 1})
+        if current is not None and spec.durable_name not in current.consumers and spec.deliver_policy == "all":
+            if not any(current.owns_any(f) for f in spec.filter_subjects):
+                start = current.last_seq + 1
+            else:
+                start = min(current.claim_position(f) for f in spec.filter_subjects) + 1
+            if start > 1:
+                spec = spec.model_copy(update={"deliver_policy": "by_start_sequence", "opt_start_seq": start})
         adjusted.append(spec)
 
     # A stream that loses subjects waits for the stream that claims them.
@@ -255,9 +358,35 @@ def plan(topology: Topology, config: StackConfig, live: LiveView | None) -> Plan
                 if owner.name != stream.name and owner.name in declared and owner.owns_any(subject):
                     if owner.name not in after.get(stream.name, set()):
                         after.setdefault(owner.name, set()).add(stream.name)
+
+    reclaim: dict[str, set[str]] = {}
+    unowned: list[str] = []
+    if owners is not None:
+        notes, reclaim, unowned = ownership(topology, live, owners)
+        warnings[:0] = notes
+        # Streams that claim unowned subjects go first: every other stream waits for them.
+        for claimer in sorted({n for n, subs in reclaim.items() if set(subs) & set(unowned)}):
+            for stream in streams:
+                if stream.name != claimer and not _reaches(after, claimer, stream.name):
+                    after.setdefault(stream.name, set()).add(claimer)
     return Plan(
         tuple(streams),
         tuple(adjusted),
         {k: tuple(sorted(v)) for k, v in after.items()},
         tuple(warnings),
+        {k: tuple(sorted(v)) for k, v in reclaim.items()},
+        tuple(unowned),
     )
+
+
+def _reaches(after: dict[str, set[str]], start: str, target: str) -> bool:
+    """True when `start` already waits (directly or not) for `target`: an edge back would cycle."""
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name == target:
+            return True
+        if name not in seen:
+            seen.add(name)
+            todo.extend(after.get(name, ()))
+    return False

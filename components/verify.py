@@ -55,6 +55,16 @@ def verify_phase(js: JetStream, stack: StackConfig, phase: int) -> list[Finding]
         else:
             findings.append(Finding("fail", spec.name, f"owns {have or 'nothing'}, expected {want or 'nothing'}"))
 
+    # Every subject of the phase has exactly the expected owner (a missing one refuses publishes).
+    for spec in expected.streams:
+        for subject in spec.subjects:
+            owners = js.stream_names(subject)
+            if owners == [spec.name]:
+                continue
+            findings.append(Finding("fail", f"subject {subject}", (
+                f"owned by {', '.join(owners)}, expected {spec.name}" if owners else
+                f"no stream owns it (expected {spec.name}): publishes are refused. `pulumi up` claims it first")))
+
     for cspec in expected.consumers:
         if infos.get(cspec.stream) is None:
             findings.append(Finding("fail", f"{cspec.stream}/{cspec.durable_name}", "stream missing, so the consumer is too"))

@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from concurrent import futures
 from pathlib import Path
 
@@ -31,6 +32,25 @@ from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 
 # The exec script's exit code for "the error has already been shown".
 EXIT_BAIL = 32
+
+#: How often the host and the program check that their parent is still alive, seconds.
+POLL_INTERVAL = 0.5
+
+# The program runs the SDK's exec script through this prelude. An engine cancel (SIGINT)
+# ends it quietly instead of with a KeyboardInterrupt traceback, and it exits when the
+# language host that started it is gone (e.g. after the engine was SIGKILLed).
+PRELUDE = f"""
+import os, runpy, signal, sys, threading
+signal.signal(signal.SIGINT, lambda *_: os._exit({EXIT_BAIL}))
+_parent = os.getppid()
+def _watch():
+    while not threading.Event().wait({POLL_INTERVAL}):
+        if os.getppid() != _parent:
+            os._exit(1)
+threading.Thread(target=_watch, daemon=True).start()
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def _version() -> str:
@@ -92,9 +112,13 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
             child.send_signal(signal.SIGINT)
         return empty_pb2.Empty()
 
+    def stop_children(self) -> None:
+        for child in list(self.children):
+            child.kill()
+
     def Run(self, request, context):
         info = request.info
-        args = [_python_for(info), "-u", self.exec_script]
+        args = [_python_for(info), "-u", "-c", PRELUDE, self.exec_script]
 
         def opt(name: str, value: str) -> None:
             if value:
@@ -131,6 +155,18 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
         return language_pb2.RunResponse(error=f"Program exited with non-zero exit code: {code}")
 
 
+def _watch_engine(engine: int, host: PythonLanguageHost) -> None:
+    """Exit, taking the program with us, once the engine that started this host is gone.
+
+    The wrapper script execs this interpreter, so the engine is the direct parent: a
+    new parent means it died (SIGKILL leaves its plugins running otherwise).
+    """
+    while not threading.Event().wait(POLL_INTERVAL):
+        if os.getppid() != engine:
+            host.stop_children()
+            os._exit(0)
+
+
 def main(argv: list[str]) -> int:
     positional = [a for a in argv if not a.startswith("-")]
     engine_address = positional[0] if positional else ""
@@ -138,10 +174,12 @@ def main(argv: list[str]) -> int:
         futures.ThreadPoolExecutor(max_workers=8),
         options=[("grpc.max_receive_message_length", 400 * 1024 * 1024)],
     )
-    language_pb2_grpc.add_LanguageRuntimeServicer_to_server(PythonLanguageHost(engine_address), server)
+    host = PythonLanguageHost(engine_address)
+    language_pb2_grpc.add_LanguageRuntimeServicer_to_server(host, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
+    threading.Thread(target=_watch_engine, args=(os.getppid(), host), name="engine-lifeline", daemon=True).start()
     # The engine stops plugins with SIGINT (then SIGKILL): shut down quietly.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop(0))
