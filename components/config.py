@@ -188,6 +188,14 @@ class StackConfig(_Model):
             raise ValueError("use -1 for no limit or a positive number of bytes")
         return value
 
+    @field_validator("claim_retry_timeout")
+    @classmethod
+    def _claim_retry(cls, value: str) -> str:
+        # Zero would mean one cut connection between release and claim leaves a subject without a stream.
+        if ns(value) <= 0:
+            raise ValueError("must be longer than 0, e.g. '30s' (how long a hand-over retries across reconnects)")
+        return value
+
     @field_validator("nats_url")
     @classmethod
     def _nats_url(cls, value: str) -> str:

@@ -95,7 +95,8 @@ class PhaseGate(dyn.Resource, module="jetstream", name="PhaseGate"):
     def __init__(self, name: str, stack: StackConfig, connection: ConnectionSettings,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         servers, creds = rc.connection_inputs(connection)
-        skip = {"allow_data_loss", "claim_retry_timeout", "drain_timeout", "rollout_hooks", "verify"}
+        # What the gate does not verify stays out of its input: changing it must not rerun the rollout hook.
+        skip = {"allow_data_loss", "claim_retry_timeout", "drain_timeout", "max_bytes", "rollout_hooks", "verify"}
         if stack.probe == ProbeSettings():
             # Default probe settings parse back the same when left out, and a stack applied before the
             # probe existed then sees no change to its gate.

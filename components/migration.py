@@ -143,7 +143,10 @@ class EventBus(pulumi.ComponentResource):
             except EventBusError as exc:
                 raise pulumi.RunError(f"cannot read subject ownership on the live server, so this deploy cannot be "
                                       f"checked: {exc}") from None
-        decided = plan(topology, stack, live, owners)
+        try:
+            decided = plan(topology, stack, live, owners)
+        except EventBusError as exc:  # a subject held by a stream this stack does not manage
+            raise pulumi.RunError(str(exc)) from None
         if live is not None:
             _preflight(connection, stack, decided, live)
         for warning in decided.warnings:

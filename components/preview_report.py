@@ -44,10 +44,16 @@ from components.migration import EMPTY_STREAMS_NOTE
 from components.preflight import OFFLINE_NOTE
 from components.stream import StreamSpec
 from components.subjects import subjects_overlap
-from components.topology import UNOWNED_WARNING
+from components.topology import MISOWNED_WARNING, UNOWNED_WARNING
 
-#: The program's warning that a topology subject has no stream on the server.
-UNOWNED = re.compile("^" + re.escape(UNOWNED_WARNING).replace(re.escape("{subject}"), r"\S+"))
+
+def _warning_pattern(template: str) -> re.Pattern[str]:
+    return re.compile("^" + re.escape(template).replace(re.escape("{subject}"), r"(?P<subject>\S+)"))
+
+
+#: The program's warnings that a topology subject has no stream, or another managed stream's, on the server.
+UNOWNED = _warning_pattern(UNOWNED_WARNING)
+MISOWNED = _warning_pattern(MISOWNED_WARNING)
 
 #: Exit codes.
 OK, BLOCKED, CANNOT_PREVIEW = 0, 1, 2
@@ -68,8 +74,8 @@ COUNT_ORDER = ("create", "update", "replace", "delete", "same")
 
 #: Inputs that are not config: the pickled provider, the output placeholders the resources
 #: declare (a refresh copies their values into the inputs), and the create-time adoption note.
-IGNORED_INPUTS = frozenset({"__provider", "stream_name", "consumer_id", "checks", "warnings", "adoption",
-                            "claim_retry_timeout"})
+IGNORED_INPUTS = frozenset({"__provider", "stream_name", "consumer_id", "checks", "warnings", "probes", "health",
+                            "adoption", "claim_retry_timeout"})
 
 #: How Pulumi writes a value it will only know after apply.
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
@@ -170,8 +176,10 @@ class Summary:
 
     @property
     def unowned(self) -> tuple[Diagnostic, ...]:
-        """The program's warnings that a subject has no stream on the server (an interrupted deploy)."""
-        return tuple(d for d in self.diagnostics if d.severity == "warning" and UNOWNED.match(d.message))
+        """The program's warnings that a subject has no stream on the server (an interrupted deploy),
+        or is owned by another managed stream than the applied one (a hand edit)."""
+        return tuple(d for d in self.diagnostics
+                     if d.severity == "warning" and (UNOWNED.match(d.message) or MISOWNED.match(d.message)))
 
     @property
     def exit_code(self) -> int:
@@ -541,8 +549,9 @@ def to_markdown(summary: Summary) -> str:
         lines += [" · ".join(counts), ""]
 
     if summary.unowned:
-        lines += _alert("CAUTION", "Subjects without a stream on the server: publishes to them are refused "
-                                   "until `pulumi up` claims them; this check fails until then.",
+        lines += _alert("CAUTION", "Subjects without a stream, or owned by the wrong stream, on the server: "
+                                   "publishes to them are refused or stored where no durable reads them until "
+                                   "`pulumi up` claims them; this check fails until then.",
                         [f"- {d.message}" for d in summary.unowned])
     blocked = summary.blocked
     if blocked:
@@ -663,7 +672,12 @@ def ownership(summary: Summary) -> Ownership:
     durable only while it still has unprocessed messages.
     """
     streams = [r for r in summary.resources if r.kind == "stream"]
-    before = {s: r.name for r in streams for s in r.old.get("subjects") or []}
+    before: dict[str, str | None] = {s: r.name for r in streams for s in r.old.get("subjects") or []}
+    for warning in summary.unowned:  # the server's owner, where it differs from the stack's state
+        if found := UNOWNED.match(warning.message):
+            before[found["subject"]] = None
+        elif found := MISOWNED.match(warning.message):
+            before[found["subject"]] = warning.message[found.end():].split(" (expected owner")[0]
     after = {s: r.name for r in streams if r.op != "delete" for s in r.new.get("subjects") or []}
     owned_after = {r.name: list(r.new.get("subjects") or []) for r in streams if r.op != "delete"}
     kept = set()

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from components.config import PROJECT, Role, StackConfig
 from components.consumer import ConsumerSpec
-from components.errors import ConfigError
+from components.errors import ConfigError, SubjectOverlap
 from components.stream import StreamSpec
 from components.subjects import subjects_overlap
 
@@ -220,6 +220,8 @@ class Plan:
 
 #: The start of the warning for a topology subject that no stream owns (the preview report fails on it).
 UNOWNED_WARNING = "subject {subject} has no stream"
+#: The start of the warning for a topology subject another managed stream took outside this stack (the report fails on it).
+MISOWNED_WARNING = "subject {subject} is owned by "
 
 
 def ownership(topology: Topology, live: LiveView, owners: dict[str, tuple[str, ...]]) -> tuple[
@@ -253,14 +255,22 @@ def ownership(topology: Topology, live: LiveView, owners: dict[str, tuple[str, .
                     "publishes to it are refused. An interrupted deploy released it; `pulumi up` claims it first"
                 )
                 continue
+            foreign = [o for o in have if o != stream.name and o not in live]
+            if foreign:
+                # The hand-over takes subjects only from managed streams: say so now, not at apply time.
+                raise SubjectOverlap(
+                    f"subject {subject} is owned by {', '.join(foreign)}, which this stack does not manage "
+                    f"(expected owner: {stream.name})",
+                    err_code=10065, stream=stream.name,
+                )
             expected = live.get(stream.name)
             drift = [o for o in have if o != stream.name and (
-                o not in live or subject in live[o].released or (expected is not None and subject in expected.claimed))]
+                subject in live[o].released or (expected is not None and subject in expected.claimed))]
             if drift:
                 reclaim.setdefault(stream.name, set()).add(subject)
                 warnings.append(
-                    f"subject {subject} is owned by {', '.join(have)} (expected owner: {stream.name}), changed outside "
-                    f"this stack: `pulumi up` moves it back to {stream.name}"
+                    MISOWNED_WARNING.format(subject=subject) + f"{', '.join(have)} (expected owner: {stream.name}), "
+                    f"changed outside this stack: `pulumi up` moves it back to {stream.name}"
                 )
     return warnings, reclaim, unowned
 

@@ -379,6 +379,7 @@ CASES = [
     case("allow-data-loss-type", ENGINE.format("allowDataLoss"), allowDataLoss="AA_DLQ"),
     case("drain-timeout", ("aa-event-bus:drainTimeout", "invalid duration"), drainTimeout="soon"),
     case("claim-retry-timeout", ("aa-event-bus:claimRetryTimeout", "invalid duration"), claimRetryTimeout="a while"),
+    case("claim-retry-zero", ("aa-event-bus:claimRetryTimeout", "longer than 0"), claimRetryTimeout="0"),
     case("verify-type", ENGINE.format("verify"), verify="maybe"),
     case("hooks-phase", ("aa-event-bus:rolloutHooks", "phases 0 to 3"), rolloutHooks={"7": "true"}),
     case("hooks-type", ENGINE.format("rolloutHooks"), rolloutHooks="kubectl rollout restart"),

@@ -183,15 +183,17 @@ def unowned(js: JetStream, subjects: tuple[str, ...]) -> list[str]:
     return [s for s in subjects if not js.stream_names(s)]
 
 
-def test_claim_refused_by_the_server_at_phase_1_leaves_vendor_owned_by_legacy_and_again_on_rerun(
+def test_config_the_server_refuses_at_phase_1_fails_up_before_any_release_and_again_on_rerun(
         deploy: Deploy) -> None:
+    # The preflight asks the server before anything is registered; the provider's own
+    # pre-apply and give-back (for refusals no preflight foresees) are in test_faults.py.
     deploy.start_traffic()
     deploy.project.set("phase", 1)
     deploy.project.set("replicas", 3)  # a single server refuses replicas 3 (10074)
     for _ in range(2):
         done = deploy.project.up(check=False)
         assert done.returncode != 0
-        assert "10074" in done.stdout
+        assert "aa-event-bus:replicas" in done.stdout and "single JetStream server" in done.stdout
         assert deploy.js.stream_names("vendor.>") == [LEGACY]
     assert deploy.proxy.requests(UPDATE + LEGACY) == []  # nothing was ever released
     deploy.project.set("replicas", 1)

@@ -103,3 +103,16 @@ def test_credentials_are_secrets_absent_from_exported_state(tmp_path: Path, kind
         assert password not in project.stack_file.read_text()
     finally:
         server.stop()
+
+
+def test_preview_with_a_topology_subject_held_by_an_unmanaged_stream_fails_naming_it(
+        project: PulumiProject, js: JetStream) -> None:
+    js.stream_create({"name": "OTHER", "subjects": ["vendor.>"]})
+
+    done = project.preview(check=False)
+
+    assert done.returncode != 0
+    assert "subject vendor.> is owned by OTHER, which this stack does not manage" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    assert js.stream_names() == ["OTHER"], "a failed preview must not change the server"
+    assert stored_subjects(js.stream_info("OTHER")["config"]) == ["vendor.>"]

@@ -3,7 +3,10 @@ managed stream metadata, and the preview report's verdict on an unowned subject.
 
 from __future__ import annotations
 
+import pytest
+
 from components.config import parse_stack_config
+from components.errors import SubjectOverlap
 from components.preview_report import BLOCKED, OK, render
 from components.stream import CLAIMED, DRAINED, RELEASED, StreamSpec, carried_metadata, recorded
 from components.topology import LiveConsumer, LiveStream, phase_topology, plan
@@ -65,6 +68,16 @@ def test_plan_warns_a_subject_taken_back_outside_a_hand_over_and_reclaims_it() -
     assert decided.unowned == ()
 
 
+def test_plan_with_a_subject_owned_by_an_unmanaged_stream_fails_naming_that_stream() -> None:
+    live = {LEGACY: LiveStream(LEGACY, CORE_SUBJECTS, 10, 10), VENDOR: LiveStream(VENDOR, ())}
+
+    with pytest.raises(SubjectOverlap) as refused:
+        plan(phase_topology(stack(1)), stack(1), live, {**owners_at(1), "vendor.>": ("OTHER",)})
+
+    assert "vendor.> is owned by OTHER, which this stack does not manage" in str(refused.value)
+    assert refused.value.err_code == 10065
+
+
 def test_plan_starts_a_durable_after_the_recorded_claim_when_its_stream_already_owns_the_subjects() -> None:
     # Killed after LEGACY claimed vendor.> (1 -> 0), before normalize-oura was created there.
     live = {LEGACY: LiveStream(LEGACY, (*CORE_SUBJECTS, "vendor.>"), 900, 900, {HRV: LiveConsumer()},
@@ -121,10 +134,14 @@ def preview_with(*warnings: str) -> dict:
             "diagnostics": [{"severity": "warning", "message": f"warning: {w}\n"} for w in warnings]}
 
 
-def test_preview_report_fails_on_an_unowned_subject_only() -> None:
+def test_preview_report_fails_on_an_unowned_or_mis_owned_subject_and_passes_other_warnings() -> None:
     unowned = render(preview_with("subject vendor.> has no stream (actual owner: none, expected owner: AA_VENDOR_HOT)"), "s")
-    drifted = render(preview_with("subject vendor.> is owned by ATHLETE_ALLY_EVENTS (expected owner: AA_VENDOR_HOT)"), "s")
+    drifted = render(preview_with("subject vendor.> is owned by ATHLETE_ALLY_EVENTS (expected owner: AA_VENDOR_HOT), "
+                                  "changed outside this stack: `pulumi up` moves it back to AA_VENDOR_HOT"), "s")
+    kept = render(preview_with("consumer normalize-oura on ATHLETE_ALLY_EVENTS is kept until it drains: 3 pending"), "s")
 
     assert unowned.exit_code == BLOCKED
     assert "Subjects without a stream" in unowned.markdown
-    assert drifted.exit_code == OK
+    assert drifted.exit_code == BLOCKED
+    assert "owned by the wrong stream" in drifted.markdown
+    assert kept.exit_code == OK
