@@ -2,8 +2,11 @@
 
 import pulumi
 
+from components import lifeline
 from components.config import load_pulumi_config
 from components.migration import EventBus
+
+lifeline.start_in_program()  # exit with the engine, and quietly on its cancel, on either language host
 
 config, connection = load_pulumi_config()
 bus = EventBus("event-bus", config, connection)

@@ -279,6 +279,64 @@ def test_engine_cancel_mid_hand_over_ends_without_a_traceback_and_up_converges(d
     deploy.check(1)
 
 
+def roles(pids: list[int]) -> dict[str, list[int]]:
+    """The deploy's processes by role: the language host, the program, the dynamic provider."""
+    found: dict[str, list[int]] = {"host": [], "program": [], "provider": [], "other": []}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        role = ("host" if "language_host.py" in cmdline else "program" if "pulumi-language-python-exec" in cmdline
+                else "provider" if "pulumi.dynamic" in cmdline else "other")
+        found[role].append(pid)
+    return found
+
+
+def as_official_host(deploy: Deploy) -> None:
+    """From the next run on, the language host behaves as the official one: no engine watch, no prelude."""
+    deploy.project.env["EVENTBUS_HOST_AS_OFFICIAL"] = "1"
+
+
+def test_sigkill_of_pulumi_with_a_host_that_lingers_ends_the_program_and_provider_within_10s(
+        deploy: Deploy) -> None:
+    as_official_host(deploy)
+    running: dict[str, subprocess.Popen[str]] = {}
+    before: dict[str, list[int]] = {}
+
+    def kill() -> None:
+        before.update(roles(deploy.processes()))
+        os.kill(running["up"].pid, signal.SIGKILL)
+
+    deploy.hook.arm(LEGACY, VENDOR, kill, FORWARD)
+    deploy.project.set("phase", 1)
+    running["up"] = deploy.up_in_background()
+    assert deploy.hook.fired.wait(120), "no claim seen"
+    running["up"].wait(30)
+    assert before["program"] and before["host"] and before["provider"], before
+
+    def plugins_left() -> list[int]:
+        return [pid for role, pids in roles(deploy.processes()).items() if role != "host" for pid in pids]
+
+    assert wait_until(lambda: not plugins_left(), 10), roles(deploy.processes())
+    # The host was still there: the program left on its own, not through the host's watch.
+    assert roles(deploy.processes())["host"] == before["host"]
+
+
+def test_engine_cancel_with_the_prelude_bypassed_ends_the_program_without_a_traceback(deploy: Deploy) -> None:
+    as_official_host(deploy)
+    running: dict[str, subprocess.Popen[str]] = {}
+    deploy.hook.arm(LEGACY, VENDOR, lambda: os.kill(running["up"].pid, signal.SIGINT), FORWARD)
+    deploy.project.set("phase", 1)
+    running["up"] = deploy.up_in_background()
+    assert deploy.hook.fired.wait(120), "no claim seen"
+    out, _ = running["up"].communicate(timeout=120)
+    assert "cancel" in out.lower()
+    assert "KeyboardInterrupt" not in out and "Traceback" not in out, out[-3000:]
+    assert wait_until(lambda: not deploy.processes(), 10), roles(deploy.processes())
+
+
 def move_by_hand(js: JetStream, subject: str, source: str, target: str) -> None:
     """An operator's raw edit (as `nats stream edit` does it: whole config, metadata kept)."""
     from components.stream import StreamSpec

@@ -36,6 +36,14 @@ EXIT_BAIL = 32
 #: How often the host and the program check that their parent is still alive, seconds.
 POLL_INTERVAL = 0.5
 
+#: Set to 1 (tests only), this host stands in for the official `pulumi-language-python`:
+#: it does not watch its engine, and it runs the exec script as is, without the prelude.
+AS_OFFICIAL_ENV = "EVENTBUS_HOST_AS_OFFICIAL"
+
+
+def _as_official() -> bool:
+    return os.environ.get(AS_OFFICIAL_ENV) == "1"
+
 # The program runs the SDK's exec script through this prelude. An engine cancel (SIGINT)
 # ends it quietly instead of with a KeyboardInterrupt traceback, and it exits when the
 # language host that started it is gone (e.g. after the engine was SIGKILLed).
@@ -118,7 +126,8 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
 
     def Run(self, request, context):
         info = request.info
-        args = [_python_for(info), "-u", "-c", PRELUDE, self.exec_script]
+        prelude = [] if _as_official() else ["-c", PRELUDE]
+        args = [_python_for(info), "-u", *prelude, self.exec_script]
 
         def opt(name: str, value: str) -> None:
             if value:
@@ -179,7 +188,8 @@ def main(argv: list[str]) -> int:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
-    threading.Thread(target=_watch_engine, args=(os.getppid(), host), name="engine-lifeline", daemon=True).start()
+    if not _as_official():
+        threading.Thread(target=_watch_engine, args=(os.getppid(), host), name="engine-lifeline", daemon=True).start()
     # The engine stops plugins with SIGINT (then SIGKILL): shut down quietly.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop(0))

@@ -1,0 +1,72 @@
+"""components.lifeline in the program process, on real processes: a stand-in engine named
+`pulumi` starts a host that starts a runner that starts the program, as an official language
+host running the program through a package manager would; nothing in between watches."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from components import lifeline
+from tests.harness import ROOT
+from tests.traffic import wait_until
+
+#: Each level starts the next and stays (for at most a minute); level 0 is the program, watching its chain.
+TREE = """
+import json, os, subprocess, sys, time
+level = int(sys.argv[1])
+if level == 0:
+    from components import lifeline
+    chain = lifeline.engine_chain()
+    print(json.dumps({"pid": os.getpid(), "chain": chain}), flush=True)
+    lifeline.watch_chain(chain)
+else:
+    subprocess.run([os.path.realpath(sys.executable), __file__, str(level - 1)], check=False)
+    time.sleep(60)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigkill_of_the_engine_two_levels_above_the_host_ends_the_program_while_the_rest_lingers(
+        tmp_path: Path) -> None:
+    script = tmp_path / "tree.py"
+    script.write_text(TREE)
+    engine_exe = tmp_path / "pulumi"  # the process name the chain looks for
+    engine_exe.symlink_to(sys.executable)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    engine = subprocess.Popen([str(engine_exe), str(script), "3"], stdout=subprocess.PIPE, text=True, env=env)
+    host = runner = None
+    try:
+        assert engine.stdout is not None
+        seen = json.loads(engine.stdout.readline())
+        runner, host, top = seen["chain"]
+        assert top == engine.pid, seen
+        assert lifeline.parent_of(host) == engine.pid and lifeline.parent_of(seen["pid"]) == runner
+        engine.kill()
+        engine.wait(10)
+        assert wait_until(lambda: not alive(seen["pid"]), 10), "the program outlived its engine"
+        assert alive(host) and alive(runner), "the host and runner linger: the program left on its own"
+    finally:
+        engine.kill()
+        for pid in (host, runner):
+            if pid is not None and alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_start_in_program_outside_a_pulumi_run_starts_no_thread_and_leaves_sigint_alone() -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    lifeline.start_in_program()
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert "engine-lifeline" not in [t.name for t in threading.enumerate()]
