@@ -11,7 +11,7 @@ from components import preflight
 from components.config import StackConfig
 from components.consumer import Consumer
 from components.durations import ns
-from components.errors import EventBusError, JetStreamAPIError
+from components.errors import EventBusError
 from components.gate import PhaseGate
 from components.nats_client import ConnectionSettings, JetStream
 from components.stream import CLAIMED, DRAINED, RELEASED, Stream, recorded
@@ -63,10 +63,6 @@ def _preflight(connection: ConnectionSettings, stack: StackConfig, decided: Plan
         raise pulumi.RunError(str(exc)) from None
 
 
-#: No message matches (STREAM.MSG.GET).
-NO_MESSAGE = 10037
-
-
 def read_ownership(connection: ConnectionSettings, topology: Topology) -> dict[str, tuple[str, ...]]:
     """subject -> the streams the server says own it, for every subject of `topology`."""
     js = JetStream(connection.model_copy(update={"connect_timeout": 3.0}))
@@ -92,14 +88,10 @@ def read_stranded(connection: ConnectionSettings, stack: StackConfig, live: Live
             info = js.stream_info(name)
             drained = recorded(info["config"], DRAINED).get(durable.durable, 0) if info else 0
             start = max([*marks, drained]) + 1
-            try:
-                msg = js.request(f"$JS.API.STREAM.MSG.GET.{name}", {"seq": start, "next_by_subj": durable.filter_subject},
-                                 stream=name)
-            except JetStreamAPIError as exc:
-                if exc.err_code == NO_MESSAGE:
-                    continue
-                raise
-            first = int(msg["message"]["seq"])
+            msg = js.msg_get(name, start, next_by_subj=durable.filter_subject)
+            if msg is None:
+                continue
+            first = int(msg["seq"])
             found[durable.durable] = (first, _count(js, name, durable.filter_subject, first))
         out[name] = dataclasses.replace(stream, stranded=found) if found else stream
     return out

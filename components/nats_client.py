@@ -29,12 +29,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from components.errors import (
     ConsumerNotFound,
+    JetStreamAPIError,
     NatsConnectionError,
     StreamNotFound,
     api_error,
 )
 
 T = TypeVar("T")
+
+#: err_code of STREAM.MSG.GET when the stream holds no such message.
+NO_MESSAGE = 10037
 
 #: Request timeout for one JetStream API call, seconds.
 API_TIMEOUT = 10.0
@@ -378,6 +382,19 @@ class JetStream:
             offset += len(page)
             if not page or offset >= int(reply.get("total", 0)):
                 return infos
+
+    def msg_get(self, stream: str, seq: int, next_by_subj: str | None = None) -> dict | None:
+        """The stored message at `seq` (or, with `next_by_subj`, the first at or after it under
+        that subject), or None when the stream holds no such message (err_code 10037)."""
+        body: dict[str, Any] = {"seq": seq}
+        if next_by_subj:
+            body["next_by_subj"] = next_by_subj
+        try:
+            return dict(self.request(f"$JS.API.STREAM.MSG.GET.{stream}", body, stream=stream)["message"])
+        except JetStreamAPIError as exc:
+            if exc.err_code == NO_MESSAGE:
+                return None
+            raise
 
     # -- consumers -----------------------------------------------------------------
     def consumer_info(self, stream: str, name: str) -> dict | None:

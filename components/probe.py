@@ -57,8 +57,6 @@ from components.verify import Finding, Status
 BODY_PREFIX = "eventbus-probe "
 #: Header naming the probe run, for anyone who finds a probe on the wire.
 HEADER = "Eventbus-Probe"
-#: err_code of MSG.GET for a sequence the stream does not hold.
-NO_MESSAGE = 10037
 #: Seconds to wait for one probe's publish ack.
 PUBLISH_TIMEOUT = 5.0
 
@@ -147,16 +145,6 @@ def _retention(js: JetStream, stream: str, infos: Mapping[str, dict | None]) -> 
     return str(((info or {}).get("config") or {}).get("retention", "limits"))
 
 
-def _get(js: JetStream, stream: str, seq: int) -> dict | None:
-    """The stored message at `seq`, or None when the stream holds no message there (10037)."""
-    try:
-        return dict(js.request(f"$JS.API.STREAM.MSG.GET.{stream}", {"seq": seq}, stream=stream)["message"])
-    except JetStreamAPIError as exc:
-        if exc.err_code == NO_MESSAGE:
-            return None
-        raise
-
-
 def probe_one(js: JetStream, plan: ProbePlan, infos: Mapping[str, dict | None]) -> ProbeResult:
     """Publish, check the owner, read back, delete and confirm, for one planned probe.
 
@@ -197,7 +185,7 @@ def probe_one(js: JetStream, plan: ProbePlan, infos: Mapping[str, dict | None]) 
     if ack.get("duplicate"):
         problems.append(f"{actual} reported Nats-Msg-Id {plan.msg_id} as a duplicate of seq {seq}")
 
-    stored = _get(js, actual, seq)
+    stored = js.msg_get(actual, seq)
     if stored is None:
         if _retention(js, actual, infos) == "interest":
             notes.append(f"dropped at once by {actual} (interest retention, no consumer reads the probe subject); "
@@ -217,7 +205,7 @@ def probe_one(js: JetStream, plan: ProbePlan, infos: Mapping[str, dict | None]) 
             problems.append(f"could not delete seq {seq} from {actual}: {exc.description} (err_code {exc.err_code}); "
                             "the probe stays stored until its max_age")
         else:
-            if _get(js, actual, seq) is None:
+            if js.msg_get(actual, seq) is None:
                 result = _replace(result, deleted=True)
             else:
                 problems.append(f"seq {seq} is still stored in {actual} after its delete")

@@ -16,9 +16,8 @@ from components.cli import main
 from components.config import StackConfig, parse_stack_config
 from components.errors import ConfigError, EventBusError, JetStreamAPIError
 from components.gate import PhaseGateProvider
-from components.nats_client import ConnectionSettings, JetStream
+from components.nats_client import NO_MESSAGE, ConnectionSettings, JetStream
 from components.probe import (
-    NO_MESSAGE,
     Reader,
     health_report,
     plan_probes,
