@@ -65,6 +65,15 @@ def settle(project: PulumiProject, publisher: Publisher, seen: Recorder, timeout
     return set(publisher.acked) - seen.ids()
 
 
+def settle_then_stop(project: PulumiProject, publisher: Publisher, seen: Recorder, running: list) -> set[str]:
+    """`settle`, then stop the workers whatever happened: the ids published but never processed."""
+    try:
+        return settle(project, publisher, seen)
+    finally:
+        for worker in running:
+            worker.stop()
+
+
 def gate_probes(project: PulumiProject) -> list[dict]:
     """The routing probes the phase gate ran on the last `pulumi up` (its outputs in the stack state)."""
     resources = json.loads(project.export())["deployment"]["resources"]
@@ -94,11 +103,7 @@ def test_walk_0_1_2_3_2_1_0_with_traffic_processes_every_published_message(
             probes += step
     finally:
         publisher.stop()
-    try:
-        missing = settle(project, publisher, seen)
-    finally:
-        for worker in running:
-            worker.stop()
+    missing = settle_then_stop(project, publisher, seen, running)
     assert len(publisher.acked) > 500
     assert missing == set(), f"{len(missing)} of {len(publisher.acked)} published messages were never processed"
     # The subjects really moved: messages were processed on every stream that owned them.

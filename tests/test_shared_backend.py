@@ -27,7 +27,7 @@ import pytest
 from components.nats_client import JetStream
 from tests.harness import ROOT, VENV_BIN, NatsServer, PulumiProject
 from tests.postgres import PostgresServer
-from tests.test_migration import SUBJECTS, check_phase, settle, workers
+from tests.test_migration import SUBJECTS, check_phase, settle_then_stop, workers
 from tests.traffic import Publisher, Recorder
 
 pytestmark = pytest.mark.pulumi
@@ -85,11 +85,7 @@ def test_walk_with_state_in_postgresql_moves_every_phase_and_processes_every_mes
             assert project.outputs()["phase"] == phase
     finally:
         publisher.stop()
-    try:
-        missing = settle(project, publisher, seen)
-    finally:
-        for worker in running:
-            worker.stop()
+    missing = settle_then_stop(project, publisher, seen, running)
     assert len(publisher.acked) > 200
     assert missing == set(), f"{len(missing)} of {len(publisher.acked)} published messages were never processed"
     # The state lives in PostgreSQL, not in a local folder.
