@@ -2,9 +2,9 @@
 
 import pulumi
 
-from components import lifeline
-from components.config import load_pulumi_config
-from components.migration import EventBus
+from components.pulumi import lifeline
+from components.pulumi.config import load_pulumi_config
+from components.pulumi.eventbus import EventBus
 
 lifeline.start_in_program()  # exit with the engine, and quietly on its cancel, on either language host
 

@@ -52,8 +52,8 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
 
 def in_process(url: str, creds: dict[str, str], timeout: float) -> float:
     """Seconds until the client itself gives up: connect and ask $JS.API.INFO, no process start-up."""
-    from components.errors import EventBusError
-    from components.nats_client import ConnectionSettings, JetStream
+    from components.jetstream.client import ConnectionSettings, JetStream
+    from components.jetstream.errors import EventBusError
 
     start = time.monotonic()
     try:

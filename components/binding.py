@@ -51,11 +51,11 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from components.errors import EventBusError
-from components.nats_client import (
+from components.jetstream.client import (
     ConnectionSettings,
     connect,  # one connection recipe (credentials, TLS) for the project
 )
+from components.jetstream.errors import EventBusError
 
 #: The seeds' NORMALIZE_HRV_DLQ_SUBJECT.
 DLQ_SUBJECT = "dlq.normalize.hrv.raw-received"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components.nats_client import ConnectionSettings, JetStream
+from components.jetstream.client import ConnectionSettings, JetStream
 from tests.harness import PASSPHRASE, ROOT, NatsServer, PulumiProject
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "previews"

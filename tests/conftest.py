@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.nats_client import ConnectionSettings, JetStream
+from components.jetstream.client import ConnectionSettings, JetStream
 from tests.harness import NatsCluster, NatsServer, PulumiProject
 
 

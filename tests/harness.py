@@ -96,7 +96,7 @@ class NatsCluster:
         for node in self.nodes:
             node.start()
         # JetStream answers once the meta group has a leader.
-        from components.nats_client import ConnectionSettings, JetStream
+        from components.jetstream.client import ConnectionSettings, JetStream
 
         js = JetStream(ConnectionSettings(servers=self.url))
         deadline = time.monotonic() + timeout
@@ -210,7 +210,7 @@ def advance(js: Any, phase: int, stack: Any) -> Any:
     then missing durables created. Streams and durables outside the phase are left
     alone, as a move that keeps a backlog would. Returns the topology.
     """
-    from components.topology import phase_topology
+    from components.migration.topology import phase_topology
 
     topo = phase_topology(stack.model_copy(update={"phase": phase}))
     existing = [s for s in topo.streams if js.stream_info(s.name) is not None]

@@ -15,9 +15,9 @@ import pytest
 from nats.aio.msg import Msg
 
 from components.binding import BindError, PoisonMessage, Probe, RetryableError, Worker, bind, choose
-from components.config import StackConfig, parse_stack_config
-from components.consumer import ConsumerSpec
-from components.nats_client import ConnectionSettings, JetStream
+from components.jetstream.client import ConnectionSettings, JetStream
+from components.spec.consumer import ConsumerSpec
+from components.spec.stack import StackConfig, parse_stack_config
 from tests import harness
 from tests.harness import NatsServer
 

@@ -14,10 +14,10 @@ import nats
 import pytest
 from click.testing import CliRunner, Result
 
-from components.cli import main
-from components.config import StackConfig, parse_stack_config
-from components.nats_client import JetStream
-from components.topology import Topology, phase_topology
+from components.cli.main import main
+from components.jetstream.client import JetStream
+from components.migration.topology import Topology, phase_topology
+from components.spec.stack import StackConfig, parse_stack_config
 from tests import harness
 from tests.harness import VENV_BIN, NatsServer, PulumiProject, free_port
 
@@ -364,7 +364,7 @@ def test_pulumi_phase0_plan_then_up_phase1_then_verify_passes(project: PulumiPro
 
 
 def test_preview_report_runs_as_eventbus_subcommand() -> None:
-    from components import preview_report
+    from components.cli import preview_report
 
     fixture = Path(__file__).parent / "fixtures" / "previews" / "phase_2_to_1.json"
     result = CliRunner().invoke(main, ["preview-report", "--from-file", str(fixture), "--stack", "staging"])

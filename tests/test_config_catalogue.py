@@ -25,13 +25,13 @@ from typing import Any
 import pytest
 import yaml
 
-from components import preflight
-from components.config import CREDENTIAL_KEYS, parse_stack_config, project_config, unknown_keys, url_problem
-from components.consumer import ConsumerSpec
-from components.errors import ConfigError
-from components.nats_client import ConnectionSettings, JetStream, connect_failure
-from components.stream import Source, StreamSpec, changed_fields
-from components.topology import phase_topology
+from components.jetstream.client import ConnectionSettings, JetStream, connect_failure
+from components.jetstream.errors import ConfigError
+from components.migration import preflight
+from components.migration.topology import phase_topology
+from components.spec.consumer import ConsumerSpec
+from components.spec.stack import CREDENTIAL_KEYS, parse_stack_config, project_config, unknown_keys, url_problem
+from components.spec.stream import Source, StreamSpec, changed_fields
 from tests.harness import ROOT, NatsCluster, NatsServer, PulumiProject
 
 URL = "nats://127.0.0.1:4222"
@@ -65,7 +65,7 @@ def test_unknown_keys_known_keys_at_every_depth_pass() -> None:
 
 
 def test_unknown_keys_derive_from_the_model_so_new_fields_are_known() -> None:
-    from components.config import StackConfig
+    from components.spec.stack import StackConfig
 
     every_field = {f.alias or n: None for n, f in StackConfig.model_fields.items()}
 
@@ -455,7 +455,7 @@ def test_preview_bad_config_fails_naming_the_key_and_changes_nothing(applied: Pu
 @pytest.mark.cluster
 def test_preview_no_server_with_offline_opt_out_passes_and_says_nothing_was_checked(
         applied: PulumiProject, servers: Servers) -> None:
-    from components.preview_report import render
+    from components.cli.preview_report import render
 
     config = {**BASE, "natsUrl": servers.url("dead")}
     applied.stack_file.write_text(yaml.safe_dump({"config": {f"aa-event-bus:{k}": v for k, v in config.items()}}))
@@ -497,7 +497,7 @@ def test_cli_refusing_server_exits_2_naming_url_and_cause(servers: Servers, serv
                                                           cause: str) -> None:
     from click.testing import CliRunner
 
-    from components.cli import main
+    from components.cli.main import main
 
     url = servers.url(server)
     result = CliRunner().invoke(main, ["--url", url, "stream", "info"],

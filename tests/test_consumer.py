@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from components.consumer import ConsumerProvider, ConsumerSpec
-from components.errors import DataLossRefused, EventBusError, ImmutableFieldChange, PedanticRejection
-from components.nats_client import JetStream
-from components.stream import StreamSpec
+from components.jetstream.client import JetStream
+from components.jetstream.errors import DataLossRefused, EventBusError, ImmutableFieldChange, PedanticRejection
+from components.pulumi.consumer import ConsumerProvider
+from components.spec.consumer import ConsumerSpec
+from components.spec.stream import StreamSpec
 from tests.harness import NatsServer
 
 P = ConsumerProvider()
@@ -184,7 +185,7 @@ def test_read_after_out_of_band_delete_drops_the_resource(js: JetStream, nats_se
 
 
 def test_create_on_missing_stream_fails_with_err_code_10059(js: JetStream, nats_server: NatsServer) -> None:
-    from components.errors import StreamNotFound
+    from components.jetstream.errors import StreamNotFound
 
     with pytest.raises(StreamNotFound) as refused:
         P.create(props(PULL, nats_server.url))

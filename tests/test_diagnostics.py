@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from components import diagnostics as dx
-from components.config import parse_stack_config
-from components.errors import ConfigError
-from components.stream import RETIRED_FILTER
-from components.verify import Finding
+from components.cli import diagnostics as dx
+from components.jetstream.errors import ConfigError
+from components.migration.verify import Finding
+from components.spec.stack import parse_stack_config
+from components.spec.stream import RETIRED_FILTER
 
 STACK = parse_stack_config({"phase": 0, "natsUrl": "nats://127.0.0.1:4223"})
 

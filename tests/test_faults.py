@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 
-from components.errors import ReplicasUnsupported
-from components.nats_client import ConnectionSettings, JetStream
-from components.stream import CLAIMED, RELEASED, ClaimFailed, StreamProvider, StreamSpec
-from components.verify import stored_subjects
+from components.jetstream.client import ConnectionSettings, JetStream
+from components.jetstream.errors import ReplicasUnsupported
+from components.migration.handover import ClaimFailed
+from components.migration.verify import stored_subjects
+from components.pulumi.stream import StreamProvider
+from components.spec.stream import CLAIMED, RELEASED, StreamSpec
 from tests.harness import NatsServer
 from tests.proxy import CUT_AFTER, CUT_BEFORE, FORWARD, ApiProxy
 
@@ -209,8 +211,8 @@ def test_claim_records_the_last_sequence_in_the_same_update_and_it_is_not_drift(
 
 
 def test_verify_fails_on_a_subject_with_no_stream_and_on_one_with_the_wrong_stream(js: JetStream) -> None:
-    from components.config import parse_stack_config
-    from components.verify import passed, verify_phase
+    from components.migration.verify import passed, verify_phase
+    from components.spec.stack import parse_stack_config
     from tests.harness import advance
 
     stack = parse_stack_config({"phase": 1, "natsUrl": "nats://x"})

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from components.config import parse_stack_config
-from components.nats_client import ConnectionSettings, JetStream
-from components.verify import passed, verify_phase
+from components.jetstream.client import ConnectionSettings, JetStream
+from components.migration.verify import passed, verify_phase
+from components.spec.stack import parse_stack_config
 from tests.harness import NatsServer, PulumiProject
 from tests.proxy import CUT_BEFORE, FORWARD, ApiProxy
 from tests.traffic import Publisher, wait_until
@@ -339,7 +339,7 @@ def test_engine_cancel_with_the_prelude_bypassed_ends_the_program_without_a_trac
 
 def move_by_hand(js: JetStream, subject: str, source: str, target: str) -> None:
     """An operator's raw edit (as `nats stream edit` does it: whole config, metadata kept)."""
-    from components.stream import StreamSpec
+    from components.spec.stream import StreamSpec
 
     config = js.stream_info(source)["config"]
     spec = StreamSpec.from_wire(config).model_copy(update={"subjects": ()})

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from components.config import parse_stack_config
-from components.errors import EventBusError
-from components.gate import PhaseGateProvider
-from components.nats_client import JetStream
-from components.stream import StreamSpec
+from components.jetstream.client import JetStream
+from components.jetstream.errors import EventBusError
+from components.pulumi.gate import PhaseGateProvider
+from components.spec.stack import parse_stack_config
+from components.spec.stream import StreamSpec
 from tests.harness import NatsServer, PulumiProject
 
 

@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from components import lifeline
+from components.pulumi import lifeline
 from tests.harness import ROOT
 from tests.traffic import wait_until
 
@@ -21,7 +21,7 @@ TREE = """
 import json, os, subprocess, sys, time
 level = int(sys.argv[1])
 if level == 0:
-    from components import lifeline
+    from components.pulumi import lifeline
     chain = lifeline.engine_chain()
     print(json.dumps({"pid": os.getpid(), "chain": chain}), flush=True)
     lifeline.watch_chain(chain)

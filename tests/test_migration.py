@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from components.config import parse_stack_config
-from components.nats_client import ConnectionSettings, JetStream
-from components.probe import BODY_PREFIX
-from components.verify import passed, stored_subjects, verify_phase
+from components.jetstream.client import ConnectionSettings, JetStream
+from components.migration.probe import BODY_PREFIX
+from components.migration.verify import passed, stored_subjects, verify_phase
+from components.spec.stack import parse_stack_config
 from tests.harness import NatsCluster, NatsServer, PulumiProject
 from tests.traffic import Publisher, Recorder, wait_until
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from components import preview_report as pr
-from components.cli import main
-from components.config import parse_stack_config
-from components.nats_client import JetStream
+from components.cli.main import main
+from components.cli import preview_report as pr
+from components.jetstream.client import JetStream
+from components.spec.stack import parse_stack_config
 from tests import harness
 from tests.capture_previews import load
 from tests.harness import NatsServer, PulumiProject

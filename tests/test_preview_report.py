@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from components import preview_report as pr
-from components.nats_client import JetStream
+from components.cli import preview_report as pr
+from components.jetstream.client import JetStream
 from tests.capture_previews import FIXTURES, Capture, load, phase_moves
 from tests.harness import NatsServer, PulumiProject
 
@@ -191,7 +191,7 @@ def test_build_report_nonzero_exit_without_error_diagnostic_exits_2() -> None:
 
 # -- the command and the drift check, on the real CLI ----------------------------------------
 def _command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "components.preview_report", *args],
+    return subprocess.run([sys.executable, "-m", "components.cli.preview_report", *args],
                           capture_output=True, text=True, env=env, check=False, timeout=300)
 
 

@@ -12,23 +12,16 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from components.cli import main
-from components.config import StackConfig, parse_stack_config
-from components.errors import ConfigError, EventBusError, JetStreamAPIError
-from components.gate import PhaseGateProvider
-from components.nats_client import NO_MESSAGE, ConnectionSettings, JetStream
-from components.probe import (
-    Reader,
-    health_report,
-    plan_probes,
-    probe_subject,
-    run_probes,
-    stack_readers,
-)
-from components.stream import StreamSpec
-from components.subjects import covers, subjects_overlap
-from components.topology import phase_topology
-from components.verify import passed, verify_phase
+from components.cli.main import main
+from components.jetstream.client import NO_MESSAGE, ConnectionSettings, JetStream
+from components.jetstream.errors import ConfigError, EventBusError, JetStreamAPIError
+from components.migration.probe import Reader, health_report, plan_probes, probe_subject, run_probes, stack_readers
+from components.migration.topology import phase_topology
+from components.migration.verify import passed, verify_phase
+from components.pulumi.gate import PhaseGateProvider
+from components.spec.stack import StackConfig, parse_stack_config
+from components.spec.stream import StreamSpec
+from components.spec.subjects import covers, subjects_overlap
 from tests.harness import NatsServer, PulumiProject, advance, free_port
 
 LEGACY, CORE, VENDOR, DLQ = "ATHLETE_ALLY_EVENTS", "AA_CORE_HOT", "AA_VENDOR_HOT", "AA_DLQ"

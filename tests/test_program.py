@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from components.nats_client import ConnectionSettings, JetStream
-from components.verify import stored_subjects
+from components.jetstream.client import ConnectionSettings, JetStream
+from components.migration.verify import stored_subjects
 from tests.harness import NatsServer, PulumiProject
 
 pytestmark = pytest.mark.pulumi

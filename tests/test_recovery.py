@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import parse_stack_config
-from components.errors import SubjectOverlap
-from components.preview_report import BLOCKED, OK, render
-from components.stream import CLAIMED, DRAINED, RELEASED, StreamSpec, carried_metadata, recorded
-from components.topology import LiveConsumer, LiveStream, phase_topology, plan
+from components.cli.preview_report import BLOCKED, OK, render
+from components.jetstream.errors import SubjectOverlap
+from components.migration.topology import LiveConsumer, LiveStream, phase_topology, plan
+from components.spec.stack import parse_stack_config
+from components.spec.stream import CLAIMED, DRAINED, RELEASED, StreamSpec, carried_metadata, recorded
 
 LEGACY, CORE, VENDOR, DLQ = "ATHLETE_ALLY_EVENTS", "AA_CORE_HOT", "AA_VENDOR_HOT", "AA_DLQ"
 HRV, OURA = "normalize-hrv-durable", "normalize-oura"

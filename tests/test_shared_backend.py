@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from components.nats_client import JetStream
+from components.jetstream.client import JetStream
 from tests.harness import ROOT, VENV_BIN, NatsServer, PulumiProject
 from tests.postgres import PostgresServer
 from tests.test_migration import SUBJECTS, check_phase, settle_then_stop, workers

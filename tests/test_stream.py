@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
-from components.errors import DataLossRefused, EventBusError, ImmutableFieldChange, SubjectOverlap
-from components.nats_client import JetStream
-from components.stream import StreamProvider, StreamSpec, hand_over
-from components.verify import stored_subjects
+from components.jetstream.client import JetStream
+from components.jetstream.errors import DataLossRefused, EventBusError, ImmutableFieldChange, SubjectOverlap
+from components.migration.handover import hand_over
+from components.migration.verify import stored_subjects
+from components.pulumi.stream import StreamProvider
+from components.spec.stream import StreamSpec
 from tests.harness import NatsServer
 
 P = StreamProvider()
@@ -281,7 +283,7 @@ def test_create_with_replicas_3_on_the_cluster_keeps_three_copies(cluster_js: Je
 
 
 def test_create_with_replicas_3_on_a_single_server_fails_with_err_code_10074(js: JetStream, nats_server: NatsServer) -> None:
-    from components.errors import ReplicasUnsupported
+    from components.jetstream.errors import ReplicasUnsupported
 
     with pytest.raises(ReplicasUnsupported) as refused:
         P.create(props(changed(BASE, replicas=3), nats_server.url))
@@ -293,7 +295,7 @@ def test_delete_honours_the_current_stacks_opt_in_over_the_old_state(js: JetStre
     from pulumi.dynamic import ConfigureRequest
     from pulumi.dynamic.config import Config
 
-    from components.resource_common import ALLOW_DATA_LOSS_KEY
+    from components.pulumi.base import ALLOW_DATA_LOSS_KEY
 
     created = P.create(props(BASE, nats_server.url))
     js.publish("orders.new", b"x")

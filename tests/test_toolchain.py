@@ -127,8 +127,8 @@ def test_setup_run_again_is_quick_and_changes_nothing() -> None:
 def test_committed_stack_files_parse_staging_one_replica_production_three() -> None:
     import yaml
 
-    from components.config import parse_stack_config
-    from components.diagnostics import stack_values
+    from components.cli.diagnostics import stack_values
+    from components.spec.stack import parse_stack_config
 
     def load(stack: str):
         path = ROOT / f"Pulumi.{stack}.yaml"

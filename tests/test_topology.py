@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import parse_stack_config
-from components.durations import format_duration, parse_duration
-from components.errors import ConfigError
-from components.subjects import covers, subject_problem, subjects_overlap
-from components.topology import LiveConsumer, LiveStream, bindings, phase_topology, plan
+from components.jetstream.errors import ConfigError
+from components.migration.topology import LiveConsumer, LiveStream, bindings, phase_topology, plan
+from components.spec.durations import format_duration, parse_duration
+from components.spec.stack import parse_stack_config
+from components.spec.subjects import covers, subject_problem, subjects_overlap
 
 LEGACY, CORE, VENDOR, DLQ = "ATHLETE_ALLY_EVENTS", "AA_CORE_HOT", "AA_VENDOR_HOT", "AA_DLQ"
 HRV, OURA = "normalize-hrv-durable", "normalize-oura"

@@ -2,9 +2,11 @@
 
 import pulumi
 
-from components.consumer import Consumer, ConsumerSpec
-from components.nats_client import ConnectionSettings
-from components.stream import Stream, StreamSpec
+from components.jetstream.client import ConnectionSettings
+from components.pulumi.consumer import Consumer
+from components.pulumi.stream import Stream
+from components.spec.consumer import ConsumerSpec
+from components.spec.stream import StreamSpec
 
 config = pulumi.Config()
 count = config.require_int("count")

@@ -21,12 +21,12 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
-from components import resource_common as rc
-from components.config import ProbeSettings, StackConfig
-from components.errors import EventBusError
-from components.nats_client import ConnectionSettings
-from components.probe import live_checks
-from components.verify import passed, verify_phase
+from components.jetstream.client import ConnectionSettings
+from components.jetstream.errors import EventBusError
+from components.migration.probe import live_checks
+from components.migration.verify import passed, verify_phase
+from components.pulumi import base as rc
+from components.spec.stack import ProbeSettings, StackConfig
 
 HOOK_TIMEOUT = 600
 

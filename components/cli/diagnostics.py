@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from components.config import PROJECT, ROLES, STACK_KEYS, StackConfig
-from components.durations import format_duration
-from components.errors import ConfigError
-from components.subjects import subjects_overlap
-from components.topology import LiveConsumer, LiveStream, Plan, Topology, phase_topology, plan
-from components.verify import Finding, passed, stored_subjects
+from components.jetstream.errors import ConfigError
+from components.migration.topology import LiveConsumer, LiveStream, Plan, Topology, phase_topology, plan
+from components.migration.verify import Finding, passed, stored_subjects
+from components.spec.durations import format_duration
+from components.spec.stack import PROJECT, ROLES, STACK_KEYS, StackConfig
+from components.spec.subjects import subjects_overlap
 
 #: The project's key prefix in `Pulumi.<stack>.yaml`.
 

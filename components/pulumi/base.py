@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from components.config import PROJECT
-from components.nats_client import ConnectionSettings, JetStream
+from components.jetstream.client import ConnectionSettings, JetStream
+from components.spec.stack import PROJECT
 
 #: Provider inputs that are not part of the object's config.
 SERVERS = "servers"

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel, to_pascal
 
-from components.durations import Duration, ns
-from components.errors import ConfigError
-from components.nats_client import ConnectionSettings
-from components.subjects import name_problem, subject_problem
+from components.jetstream.client import ConnectionSettings
+from components.jetstream.errors import ConfigError
+from components.spec.durations import Duration, ns
+from components.spec.subjects import name_problem, subject_problem
 
 Role = Literal["legacy", "core", "vendor", "dlq"]
 ROLES: tuple[Role, ...] = ("legacy", "core", "vendor", "dlq")
@@ -413,41 +413,3 @@ def parse_stack_config(raw: dict[str, Any], project: str = PROJECT) -> StackConf
         return StackConfig.model_validate(raw)
     except ValidationError as exc:
         raise _friendly(exc, project) from None
-
-
-def load_pulumi_config() -> tuple[StackConfig, ConnectionSettings]:
-    """Read the current stack's config through the Pulumi SDK (inside a Pulumi program only).
-
-    Every key of the project's namespace is read, so a key no field knows fails here
-    rather than being ignored. A bad config ends the program with one error naming
-    the key (pulumi.RunError: no traceback), before any resource is registered.
-    """
-    import pulumi
-    from pulumi.runtime.config import CONFIG, get_config_env
-
-    namespace = pulumi.Config().name
-    values = {**get_config_env(), **CONFIG.get()}
-    raw: dict[str, Any] = {}
-    try:
-        for full_key, value in sorted(values.items()):
-            project, _, key = str(full_key).partition(":")
-            if project != namespace or value is None:
-                continue
-            field = StackConfig.model_fields.get(key) or next(
-                (f for f in StackConfig.model_fields.values() if f.alias == key), None)
-            if field is not None and _declared_type(field.annotation)["type"] in ("object", "array") and isinstance(value, str):
-                try:  # structured values arrive as JSON
-                    value = json.loads(value)
-                except ValueError:
-                    raise ConfigError(f"{namespace}:{key}", f"expected a list or mapping, got {value!r}") from None
-            raw[key] = value  # numbers and booleans arrive as text; the model parses them
-        stack = parse_stack_config(raw, namespace)
-        from components.topology import check_filters  # topology builds on this module
-
-        check_filters(stack)
-    except ConfigError as exc:
-        raise pulumi.RunError(str(exc)) from None
-    # Secret values are read as plain text here, kept in memory only, and handed to the
-    # resources as Pulumi secrets (see resource_common.connection_inputs).
-    credentials = {field: raw[key] for key, field in CREDENTIAL_KEYS.items() if raw.get(key)}
-    return stack, ConnectionSettings.model_validate({"servers": stack.nats_url, **credentials})

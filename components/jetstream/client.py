@@ -27,7 +27,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from components.errors import (
+from components.jetstream.errors import (
     ConsumerNotFound,
     JetStreamAPIError,
     NatsConnectionError,

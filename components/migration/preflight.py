@@ -32,10 +32,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.config import PROJECT, StackConfig
-from components.errors import ConfigError, JetStreamAPIError
-from components.nats_client import ConnectionSettings, JetStream
-from components.stream import StreamSpec
+from components.jetstream.client import ConnectionSettings, JetStream
+from components.jetstream.errors import ConfigError, JetStreamAPIError
+from components.spec.stack import PROJECT, StackConfig
+from components.spec.stream import StreamSpec
 
 #: Set to 1 (or true/yes) for a `pulumi preview` meant to run without a server: the preview
 #: then passes with a warning that nothing was checked against the server. `pulumi up` ignores it.

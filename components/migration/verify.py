@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from components.config import StackConfig
-from components.nats_client import JetStream
-from components.stream import stored_subjects
-from components.topology import phase_topology
+from components.jetstream.client import JetStream
+from components.migration.topology import phase_topology
+from components.spec.stack import StackConfig
+from components.spec.stream import stored_subjects
 
 __all__ = ["Finding", "passed", "stored_subjects", "verify_phase"]
 

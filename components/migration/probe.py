@@ -44,14 +44,14 @@ from typing import Any
 
 from nats.errors import NoRespondersError
 
-from components import diagnostics as dx
-from components.config import StackConfig
-from components.errors import JetStreamAPIError, NatsConnectionError
-from components.nats_client import JetStream
-from components.stream import stored_subjects
-from components.subjects import subjects_overlap
-from components.topology import Topology, phase_topology
-from components.verify import Finding, Status
+from components.cli import diagnostics as dx
+from components.jetstream.client import JetStream
+from components.jetstream.errors import JetStreamAPIError, NatsConnectionError
+from components.migration.topology import Topology, phase_topology
+from components.migration.verify import Finding, Status
+from components.spec.stack import StackConfig
+from components.spec.stream import stored_subjects
+from components.spec.subjects import subjects_overlap
 
 #: Every probe's body starts with this, followed by the probe's Nats-Msg-Id.
 BODY_PREFIX = "eventbus-probe "

@@ -37,14 +37,13 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from components import resource_common as rc
-from components.consumer import ConsumerSpec
-from components.diagnostics import PlanReport
-from components.migration import EMPTY_STREAMS_NOTE
-from components.preflight import OFFLINE_NOTE
-from components.stream import StreamSpec
-from components.subjects import subjects_overlap
-from components.topology import MISOWNED_WARNING, UNOWNED_WARNING
+from components.cli.diagnostics import PlanReport
+from components.migration.preflight import OFFLINE_NOTE
+from components.migration.topology import EMPTY_STREAMS_NOTE, MISOWNED_WARNING, UNOWNED_WARNING
+from components.pulumi import base as rc
+from components.spec.consumer import ConsumerSpec
+from components.spec.stream import StreamSpec
+from components.spec.subjects import subjects_overlap
 
 
 def _warning_pattern(template: str) -> re.Pattern[str]:

@@ -7,21 +7,28 @@ import uuid
 
 import pulumi
 
-from components import preflight
-from components.config import StackConfig
-from components.consumer import Consumer
-from components.durations import ns
-from components.errors import EventBusError
-from components.gate import PhaseGate
-from components.nats_client import ConnectionSettings, JetStream
-from components.stream import CLAIMED, DRAINED, RELEASED, Stream, recorded
-from components.subjects import subjects_overlap
-from components.topology import LiveConsumer, LiveStream, LiveView, Plan, Topology, bindings, phase_topology, plan
-from components.verify import stored_subjects
-
-#: The info diagnostic naming the managed streams that held no messages at preview time
-#: (preview JSON carries diagnostics but no stack outputs; the preview report reads this).
-EMPTY_STREAMS_NOTE = "empty streams on the server: "
+from components.jetstream.client import ConnectionSettings, JetStream
+from components.jetstream.errors import EventBusError
+from components.migration import preflight
+from components.migration.topology import (
+    EMPTY_STREAMS_NOTE,
+    LiveConsumer,
+    LiveStream,
+    LiveView,
+    Plan,
+    Topology,
+    bindings,
+    phase_topology,
+    plan,
+)
+from components.migration.verify import stored_subjects
+from components.pulumi.consumer import Consumer
+from components.pulumi.gate import PhaseGate
+from components.pulumi.stream import Stream
+from components.spec.durations import ns
+from components.spec.stack import StackConfig
+from components.spec.stream import CLAIMED, DRAINED, RELEASED, recorded
+from components.spec.subjects import subjects_overlap
 
 #: A durable's fields that are fixed when it is created from the live state (its start
 #: position); later runs keep what was chosen then.

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from components.config import PROJECT, Role, StackConfig
-from components.consumer import ConsumerSpec
-from components.errors import ConfigError, SubjectOverlap
-from components.stream import StreamSpec
-from components.subjects import subjects_overlap
+from components.jetstream.errors import ConfigError, SubjectOverlap
+from components.spec.consumer import ConsumerSpec
+from components.spec.stack import PROJECT, Role, StackConfig
+from components.spec.stream import StreamSpec
+from components.spec.subjects import subjects_overlap
 
 CORE_SUBJECTS = ("athlete-ally.>", "sleep.*")
 VENDOR_SUBJECTS = ("vendor.>",)
@@ -217,6 +217,10 @@ class Plan:
         by_name = {s.name: s for s in self.streams}
         return [by_name[n] for n in done]
 
+
+#: The info diagnostic naming the managed streams that held no messages at preview time
+#: (preview JSON carries diagnostics but no stack outputs; the preview report reads this).
+EMPTY_STREAMS_NOTE = "empty streams on the server: "
 
 #: The start of the warning for a topology subject that no stream owns (the preview report fails on it).
 UNOWNED_WARNING = "subject {subject} has no stream"

@@ -18,13 +18,13 @@ from typing import Any, NoReturn, TypeVar
 import click
 import yaml
 
-from components import diagnostics as dx
-from components import preview_report
-from components.config import StackConfig, parse_stack_config
-from components.errors import ConfigError, EventBusError
-from components.nats_client import ConnectionSettings, JetStream
-from components.probe import live_checks
-from components.verify import verify_phase
+from components.cli import diagnostics as dx
+from components.cli import preview_report
+from components.jetstream.client import ConnectionSettings, JetStream
+from components.jetstream.errors import ConfigError, EventBusError
+from components.migration.probe import live_checks
+from components.migration.verify import verify_phase
+from components.spec.stack import StackConfig, parse_stack_config
 
 #: Exit codes, the same for every command.
 OK, FAILED, CANNOT_CHECK = 0, 1, 2

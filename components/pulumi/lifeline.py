@@ -150,7 +150,7 @@ def _engine_alive(shim: int, engine: int | None) -> bool:
 
 
 def _watch(shim: int, engine: int | None) -> None:
-    from components import resource_common as rc
+    from components.pulumi import base as rc
 
     stop = threading.Event()
     while not stop.wait(POLL_INTERVAL):
