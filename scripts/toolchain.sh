@@ -18,8 +18,8 @@
 # (sdk/python/cmd/pulumi-language-python/v3, untagged: every commit and
 # pseudo-version form) and the pulumi-command provider module
 # (pulumi-command/provider, untagged). So the build path's language host is
-# toolchain/language_host.py, a thin LanguageRuntime adaptor on the Pulumi
-# SDK's own gRPC stubs that runs the SDK's pulumi-language-python-exec, and the
+# toolchain/langhost, a small Go LanguageRuntime server on the sdk/v3 module's own
+# gRPC stubs that runs the SDK's pulumi-language-python-exec, and the
 # pulumi-command plugin is not installed (see README, "Toolchain").
 #
 #   scripts/toolchain.sh BINDIR     # link the binaries into BINDIR (e.g. .venv/bin)
@@ -75,6 +75,26 @@ build_pulumi() {
 # -- the installed path ------------------------------------------------------------------
 # Plugins the program needs beside an installed CLI: the Python language host and the
 # dynamic-provider shim (every resource here is a dynamic provider).
+# The language host, built once per pinned version and per version of its source.
+langhost_src="$here/toolchain/langhost/main.go"
+langhost_dir="$pulumi_dir/langhost-$(sha256sum "$langhost_src" | cut -c1-12)"
+
+build_langhost() {
+  local work="$langhost_dir.build"
+  rm -rf "$work" && mkdir -p "$work"
+  echo "toolchain: building the Python language host (toolchain/langhost) from Go modules" >&2
+  (
+    cd "$work"
+    cp "$langhost_src" .
+    go mod init local/langhost >/dev/null 2>&1
+    go mod edit -require="github.com/pulumi/pulumi/sdk/v3@v$pulumi_v"
+    go build -trimpath -ldflags "-s -w -X main.version=$pulumi_v" -o pulumi-language-python .
+  )
+  mkdir -p "$langhost_dir"
+  mv "$work/pulumi-language-python" "$langhost_dir/"
+  rm -rf "$work"
+}
+
 plugins=(pulumi-language-python pulumi-resource-pulumi-python)
 
 version_fits() { # "v3.X.Y[-...]" is v3 and at least the pinned version
@@ -131,10 +151,12 @@ use_build() {
   for f in pulumi-language-python-exec pulumi-resource-pulumi-python; do
     ln -sfn "$pulumi_dir/$f" "$bindir/$f"
   done
-  # The language host: our adaptor, run by the interpreter of this virtualenv.
+  # The language host: the Go adaptor, running programs with the SDK's exec script and, when
+  # Pulumi.yaml names no virtualenv, this virtualenv's interpreter.
+  [ -x "$langhost_dir/pulumi-language-python" ] || build_langhost
   cat > "$bindir/pulumi-language-python" <<HOST
 #!/bin/sh
-PULUMI_LANGUAGE_PYTHON_EXEC="$bindir/pulumi-language-python-exec" exec "$bindir/python" "$here/toolchain/language_host.py" "\$@"
+PULUMI_LANGUAGE_PYTHON_EXEC="$bindir/pulumi-language-python-exec" EVENTBUS_PYTHON="$bindir/python" exec "$langhost_dir/pulumi-language-python" "\$@"
 HOST
   chmod +x "$bindir/pulumi-language-python"
   printf 'build v%s %s\n' "$pulumi_v" "$pulumi_dir/pulumi" > "$bindir/.pulumi-toolchain"

@@ -288,7 +288,8 @@ def roles(pids: list[int]) -> dict[str, list[int]]:
                 cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        role = ("host" if "language_host.py" in cmdline else "program" if "pulumi-language-python-exec" in cmdline
+        argv0 = cmdline.split(" ", 1)[0]
+        role = ("program" if "pulumi-language-python-exec" in cmdline else "host" if argv0.endswith("pulumi-language-python")
                 else "provider" if "pulumi.dynamic" in cmdline else "other")
         found[role].append(pid)
     return found

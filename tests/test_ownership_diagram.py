@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from components.cli.main import main
 from components.cli import preview_report as pr
+from components.cli.main import main
 from components.jetstream.client import JetStream
 from components.spec.stack import parse_stack_config
 from tests import harness

@@ -40,7 +40,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def installed_layout(where: Path) -> Path:
     """A Pulumi install as its installers lay it out: pulumi, pulumi-language-python and the
     dynamic-provider plugin in one directory. The language host is this project's adaptor
-    (the official one cannot be had here); it notes each start in host.log."""
+    (the official one cannot be had here), the same binary the build path runs; it notes
+    each start in host.log."""
     where.mkdir(parents=True, exist_ok=True)
     home = _real_pulumi().parent
     for name in ("pulumi", "pulumi-language-python-exec", "pulumi-resource-pulumi-python"):
@@ -49,11 +50,17 @@ def installed_layout(where: Path) -> Path:
     host.write_text(
         "#!/bin/sh\n"
         f'echo started >> "{where}/host.log"\n'
-        f'PULUMI_LANGUAGE_PYTHON_EXEC="{where}/pulumi-language-python-exec" '
-        f'exec "{VENV_BIN}/python" "{ROOT}/toolchain/language_host.py" "$@"\n'
+        f'PULUMI_LANGUAGE_PYTHON_EXEC="{where}/pulumi-language-python-exec" EVENTBUS_PYTHON="{VENV_BIN}/python" '
+        f'exec "{_built_host()}" "$@"\n'
     )
     host.chmod(0o755)
     return where
+
+
+def _built_host() -> Path:
+    """The Go language host the set-up built (the build path's wrapper names it)."""
+    wrapper = (VENV_BIN / "pulumi-language-python").read_text()
+    return Path(wrapper.split(" exec ", 1)[1].split('"')[1])
 
 
 def build_cache(where: Path) -> Path:
@@ -63,6 +70,9 @@ def build_cache(where: Path) -> Path:
     home = _real_pulumi().parent
     for name in ("pulumi", "pulumi-language-python-exec", "pulumi-resource-pulumi-python"):
         _link_or_copy((home / name).resolve(), built / name)
+    host = _built_host()
+    (built / host.parent.name).mkdir()
+    _link_or_copy(host, built / host.parent.name / host.name)
     return where
 
 

@@ -89,7 +89,7 @@ def start_in_program() -> None:
     once: exit within about POLL_INTERVAL once the engine is gone, and end quietly on SIGINT.
 
     Either language host may run the program: this project's adaptor
-    (toolchain/language_host.py) already watches its engine and quiets SIGINT, but the
+    (toolchain/langhost) already watches its engine and quiets SIGINT, but the
     official `pulumi-language-python` only health-checks its engine every few minutes and
     runs the SDK's exec script as is, where an engine cancel (SIGINT) is a
     KeyboardInterrupt traceback. So the program does both itself: on SIGINT it exits with
