@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SerializationInfo,
     SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
@@ -354,15 +355,18 @@ class StackConfig(_Model):
         return self
 
     @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
         # Dumped, the config parses back the same (the phase gate's input): no table key for
-        # the seeds' table, and no seeds' overrides beside a declared table.
+        # the seeds' table, no seeds' overrides beside a declared table, and of a table only
+        # what it sets (a stream field it leaves out takes the stack-wide value).
         data = handler(self)
         if self.topology is None:
             data.pop("topology", None)
         else:
             for key in ("streams", "consumers"):
                 data.pop(key, None)
+            if "topology" in data:
+                data["topology"] = self.topology.model_dump(mode=info.mode, by_alias=info.by_alias, exclude_unset=True)
         return data
 
     @property
@@ -536,7 +540,7 @@ def _friendly(exc: ValidationError, prefix: str) -> ConfigError:
     for i, err in enumerate(exc.errors()):
         loc = _written_key(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        if not loc and (named := re.match(r"([a-z][\w.-]*): ", msg)):
+        if not loc and (named := re.match(r"([a-z][^\s:]*): ", msg)):
             # A check across keys names its key first ("streams: ...").
             loc, msg = named.group(1), msg[named.end():]
         key = f"{prefix}:{loc}" if loc else prefix
