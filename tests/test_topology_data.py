@@ -69,7 +69,7 @@ def test_phase_topology_orders_table_assigns_subjects_and_durables_per_phase(pha
     assert {s.name: (s.max_age, s.replicas, s.compression) for s in topology.streams} == {
         name: ({"ORDERS": "24h", "ORDERS_DLQ": "14d"}.get(name, "48h"), 3, "s2") for name in streams}
     assert {c.durable_name: (c.max_deliver, c.ack_wait, c.filter_subjects) for c in topology.consumers} == {
-        "fulfil-eu": (5, "30s", ("orders.eu.>",)), "fulfil-us": (5, "30s", ("orders.us.>",))}
+        "fulfil-eu": (5, "30s", ("orders.eu.*",)), "fulfil-us": (5, "30s", ("orders.us.*",))}
 
 
 def test_bindings_orders_table_give_the_home_and_the_tables_candidates() -> None:
@@ -108,7 +108,7 @@ def test_dump_parses_back_to_the_same_table_and_the_seeds_dump_has_no_topology_k
     assert "streams" not in stack(1, ORDERS).model_dump(mode="json")
 
 
-def _broken(path: str, value: Any) -> dict[str, Any]:
+def broken_orders(path: str, value: Any) -> dict[str, Any]:
     """The orders table with the value at `path` (dot-separated; digits are phase numbers) replaced, or deleted for "-"."""
     table = copy.deepcopy(ORDERS)
     keys: list[Any] = [int(k) if k.isdigit() else k for k in path.split(".")]
@@ -169,7 +169,7 @@ BAD_TABLES = [
 @pytest.mark.parametrize(("change", "extra", "key", "hint"), [b[1:] for b in BAD_TABLES], ids=[b[0] for b in BAD_TABLES])
 def test_parse_stack_config_bad_table_names_the_key(change: tuple[str, Any] | None, extra: dict, key: str,
                                                     hint: str) -> None:
-    table = _broken(*change) if change else ORDERS
+    table = broken_orders(*change) if change else ORDERS
     raw = {"phase": 0, "natsUrl": URL, "topology": table, **extra}
 
     with pytest.raises(ConfigError) as bad:
