@@ -41,8 +41,9 @@ def orders_workers(url: str, bindings: dict[str, dict], handler: Recorder) -> li
     return started
 
 
-def check_orders_phase(js: JetStream, phase: int) -> int:
-    """The orders table's phase, as the server really stores it; returns its subject patterns."""
+def check_orders_phase(js: JetStream, phase: int, probes: list[dict] | None = None) -> list[dict]:
+    """The orders table's phase, as the server really stores it, and the gate's `probes` of it: one per
+    subject pattern, each stored by the expected stream and deleted. Returns the probes."""
     stack = parse_stack_config({"phase": phase, "natsUrl": "nats://x", "topology": ORDERS})
     findings = verify_phase(js, stack, phase)
     assert passed(findings), [f for f in findings if f.status == "fail"]
@@ -51,7 +52,10 @@ def check_orders_phase(js: JetStream, phase: int) -> int:
         assert sorted(stored_subjects(js.stream_info(spec.name)["config"])) == sorted(spec.subjects), spec.name
     for consumer in topology.consumers:
         assert js.consumer_info(consumer.stream, consumer.durable_name) is not None, consumer.id
-    return sum(len(s.subjects) for s in topology.streams)
+    if probes is not None:
+        assert len(probes) == sum(len(s.subjects) for s in topology.streams), probes
+        assert all(p["actual"] == p["expected"] and p["deleted"] for p in probes), probes
+    return probes or []
 
 
 @pytest.mark.parametrize("where", ["server", pytest.param("cluster", marks=pytest.mark.cluster)])
@@ -79,11 +83,8 @@ def test_walk_orders_0_1_2_1_0_with_traffic_processes_every_published_message(
         for phase in (1, 2, 1, 0):
             project.set("phase", phase)
             project.up()
-            patterns = check_orders_phase(js, phase)
             assert project.outputs()["phase"] == phase
-            step = gate_probes(project)
-            assert len(step) == patterns and all(p["actual"] == p["expected"] and p["deleted"] for p in step), step
-            probes += step
+            probes += check_orders_phase(js, phase, gate_probes(project))
     finally:
         publisher.stop()
     missing = settle_then_stop(project, publisher, seen, running)

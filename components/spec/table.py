@@ -88,12 +88,17 @@ def settings_of(entry: BaseModel, own: type[BaseModel]) -> dict[str, Any]:
 
 # -- the resolved table -----------------------------------------------------------------------
 @dataclass(frozen=True)
-class StreamDecl:
+class Declared:
+    #: The stack key that declares it, for messages: `topology.streams.X` / `topology.durables.d`, or for
+    #: the seeds' table the override key (`streams.<role>`, `consumers.<key>`).
+    key: str
+
+
+@dataclass(frozen=True)
+class StreamDecl(Declared):
     """One stream of the table: its spec in each phase it exists in, and owning nothing."""
 
     name: str
-    #: The stack key that declares it, for messages (`topology.streams.X`, or `streams.<role>` for the seeds).
-    key: str
     role: str
     specs: Mapping[int, StreamSpec]
     idle: StreamSpec
@@ -103,15 +108,13 @@ class StreamDecl:
 
 
 @dataclass(frozen=True)
-class DurableDecl:
+class DurableDecl(Declared):
     """One durable of the table: its home per phase, the candidates services try, its spec."""
 
     durable: str
-    #: The stack key that declares it (`topology.durables.d`, or `consumers.<key>` for the seeds).
-    key: str
-    filter_subject: str
     homes: Mapping[int, str]
     candidates: tuple[str, ...]
+    filter_subject: str
     template: ConsumerSpec
 
     def spec(self, stream: str) -> ConsumerSpec:
@@ -166,7 +169,7 @@ def _stream_decl(name: str, key: str, entry: StreamEntry, phases: Mapping[int, s
         except ValidationError as exc:
             raise _spec_error(exc, key, {"subjects": f"phases.{phase}"}) from None
     idle = next(iter(specs.values())).model_copy(update={"subjects": ()})
-    return StreamDecl(name, key, entry.role, specs, idle)
+    return StreamDecl(key=key, name=name, role=entry.role, specs=specs, idle=idle)
 
 
 def _durable_decl(name: str, key: str, entry: DurableEntry, phases: Mapping[int, str],
@@ -209,7 +212,8 @@ def _durable_decl(name: str, key: str, entry: DurableEntry, phases: Mapping[int,
             "stream": entry.homes[0], "durable_name": name, "filter_subjects": (entry.filter_subject,)})
     except ValidationError as exc:
         raise _spec_error(exc, key, {"filter_subjects": "filterSubject"}) from None
-    return DurableDecl(name, key, entry.filter_subject, dict(entry.homes), tuple(candidates), template)
+    return DurableDecl(key=key, durable=name, homes=dict(entry.homes), candidates=tuple(candidates),
+                       filter_subject=entry.filter_subject, template=template)
 
 
 def resolve(table: TopologyConfig, stack_wide: Mapping[str, Any], keys: Mapping[str, str] | None = None) -> Table:
