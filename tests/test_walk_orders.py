@@ -9,16 +9,19 @@ program exports (`bindings`), as a service reads them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
 from components.jetstream.client import ConnectionSettings, JetStream
 from components.migration.probe import BODY_PREFIX
 from components.migration.topology import phase_topology
 from components.migration.verify import passed, stored_subjects, verify_phase
 from components.spec.stack import parse_stack_config
-from tests.harness import PulumiProject
+from tests.harness import NatsServer, PulumiProject, advance
 from tests.test_migration import gate_probes, settle_then_stop
 from tests.test_topology_data import example
 from tests.traffic import Publisher, Recorder
@@ -97,3 +100,32 @@ def test_walk_orders_0_1_2_1_0_with_traffic_processes_every_published_message(
     for name in js.stream_names():
         assert js.stream_info(name)["config"]["num_replicas"] == replicas, name
     assert project.preview("--expect-no-changes").returncode == 0
+
+
+def test_cli_orders_stack_info_plan_verify_and_diagnostic_follow_the_table(
+        js: JetStream, nats_server: NatsServer, tmp_path: Path) -> None:
+    from components.cli.main import main
+
+    stack_file = tmp_path / "Pulumi.orders.yaml"
+    stack_file.write_text(yaml.safe_dump({"config": {"aa-event-bus:phase": 1, "aa-event-bus:natsUrl": nats_server.url,
+                                                     "aa-event-bus:topology": ORDERS}}, sort_keys=False))
+    advance(js, 0, parse_stack_config({"phase": 0, "natsUrl": nats_server.url, "topology": ORDERS}))
+    advance(js, 1, parse_stack_config({"phase": 1, "natsUrl": nats_server.url, "topology": ORDERS}))
+
+    def cli(*args: str) -> tuple[int, dict]:
+        result = CliRunner().invoke(main, ["--stack-config", str(stack_file), "--json", *args])
+        return result.exit_code, json.loads(result.stdout)
+
+    code, info = cli("stream", "info")
+    assert code == 0
+    assert [(s["name"], s["role"], s["subjects"]) for s in info["streams"]] == [
+        ("ORDERS", "source", ["orders.us.>"]), ("ORDERS_EU", "region", ["orders.eu.>"]), ("ORDERS_US", "region", []),
+        ("ORDERS_DLQ", "dlq", ["dlq.orders.>"])]
+    assert cli("migration", "verify", "1")[0] == 0
+    assert cli("migration", "verify", "2")[0] == 1
+    code, plan = cli("plan", "2")
+    assert code == 0
+    assert [(o["subject"], o["now"], o["then"]) for o in plan["subjects"] if o["moves"]] == [
+        ("orders.us.>", "ORDERS", "ORDERS_US")]
+    assert [(c["durable"], c["stream"], c["then"]) for c in plan["consumers"]] == [("fulfil-us", "ORDERS", "ORDERS_US")]
+    assert cli("consumer", "diagnostic", "ORDERS_EU", "fulfil-eu")[0] == 0
