@@ -33,6 +33,7 @@ from components.spec.consumer import ConsumerSpec
 from components.spec.stack import CREDENTIAL_KEYS, parse_stack_config, project_config, unknown_keys, url_problem
 from components.spec.stream import Source, StreamSpec, changed_fields
 from tests.harness import ROOT, NatsCluster, NatsServer, PulumiProject
+from tests.test_topology_data import ORDERS, broken_orders
 
 URL = "nats://127.0.0.1:4222"
 
@@ -383,6 +384,12 @@ CASES = [
     case("verify-type", ENGINE.format("verify"), verify="maybe"),
     case("hooks-phase", ("aa-event-bus:rolloutHooks", "phases 0 to 3"), rolloutHooks={"7": "true"}),
     case("hooks-type", ENGINE.format("rolloutHooks"), rolloutHooks="kubectl rollout restart"),
+    case("topology-subject-two-owners", ("aa-event-bus:topology.streams.ORDERS_EU.phases.1", "one owner per phase"),
+         topology=broken_orders("streams.ORDERS.phases.1", ["orders.>"])),
+    case("topology-filter-outside-home", ("aa-event-bus:topology.durables.fulfil-eu.filterSubject",
+                                          "matches no subject of stream ORDERS"),
+         topology=broken_orders("durables.fulfil-eu.homes.1", "ORDERS")),
+    case("topology-phase-beyond", ("aa-event-bus:phase", "less than or equal to 2"), phase=3, topology=ORDERS),
     case("typo-probe-field", ("aa-event-bus:probe.prefx", "did you mean probe.prefix?"), probe={"prefx": "_p"}),
     case("probe-prefix", ("aa-event-bus:probe.prefix", "one subject token"), probe={"prefix": "a.b"}),
     case("probe-threshold", ("aa-event-bus:probe.maxPending", "greater than or equal to 0"), probe={"maxPending": -1}),

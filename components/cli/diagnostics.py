@@ -18,7 +18,7 @@ from components.jetstream.errors import ConfigError
 from components.migration.topology import LiveConsumer, LiveStream, Plan, Topology, phase_topology, plan
 from components.migration.verify import Finding, passed, stored_subjects
 from components.spec.durations import format_duration
-from components.spec.stack import PROJECT, ROLES, STACK_KEYS, StackConfig
+from components.spec.stack import PROJECT, STACK_KEYS, StackConfig
 from components.spec.subjects import subjects_overlap
 
 #: The project's key prefix in `Pulumi.<stack>.yaml`.
@@ -136,9 +136,8 @@ class StreamState:
 
 
 def stream_states(stack: StackConfig, infos: Mapping[str, Mapping[str, Any] | None]) -> list[StreamState]:
-    """Every stream of the topology (legacy, core, vendor, dlq), missing ones included."""
-    ordered = sorted(stack.streams.items(), key=lambda item: ROLES.index(item[0]))
-    return [StreamState.from_info(s.name, infos.get(s.name), role) for role, s in ordered]
+    """Every stream of the topology table, in its order, missing ones included."""
+    return [StreamState.from_info(s.name, infos.get(s.name), s.role) for s in stack.table.streams]
 
 
 def format_streams(states: Sequence[StreamState], url: str) -> str:

@@ -92,6 +92,13 @@ def _load_stack(path: Path, url: str | None) -> tuple[StackConfig, int | None]:
     return stack, stack.phase if phase is not None else None
 
 
+def _check_phase(ctx: Context, phase: int) -> None:
+    """A usage error (exit 2) unless `phase` is a phase of the stack's topology table."""
+    if phase > ctx.stack.table.last_phase:
+        raise click.BadParameter(f"{phase} is not a phase of the stack's topology ({ctx.stack.table.phase_range()})",
+                                 param_hint="'PHASE'")
+
+
 def _context(click_ctx: click.Context) -> Context:
     obj = click_ctx.find_object(Context)
     assert obj is not None, "the eventbus group always sets its Context"
@@ -221,20 +228,21 @@ def migration() -> None:
 
 
 @migration.command("verify", epilog=EXIT_CODES)
-@click.argument("phase", type=click.IntRange(0, 3))
+@click.argument("phase", type=click.IntRange(min=0))
 @click.option("--strict", is_flag=True, help="Treat warnings (e.g. a backlog left in the legacy stream) as failures.")
 @click.option("--probe", is_flag=True, help="Also publish one probe message per subject pattern (read back, then "
               "deleted) and check each durable's health against the stack's probe thresholds.")
 @json_option
 @click.pass_context
 def migration_verify(click_ctx: click.Context, phase: int, strict: bool, probe: bool) -> None:
-    """Does the live server match PHASE (0-3)? The same checks as the phase gate of `pulumi up`.
+    """Does the live server match PHASE (of the stack's topology)? The same checks as the phase gate of `pulumi up`.
 
     Exit 0 only when every check passes (warnings are reported; --strict fails on them).
     With --probe, routing is proven with real messages: each probe must land in the
     stream that should own its subject, and none stays stored.
     """
     ctx = _context(click_ctx)
+    _check_phase(ctx, phase)
     findings = verify_phase(ctx.js(), ctx.stack, phase)
     if not probe:
         _emit(ctx, dx.format_verify(phase, findings, ctx.url, strict), dx.verify_json(phase, findings, ctx.url, strict))
@@ -261,19 +269,20 @@ def _subject_count(js: JetStream, stream_name: str, subject: str) -> int:
 
 
 @main.command("plan", epilog=EXIT_CODES)
-@click.argument("phase", type=click.IntRange(0, 3))
+@click.argument("phase", type=click.IntRange(min=0))
 @click.option("--mermaid", is_flag=True,
               help="Print only the subject-ownership diagram (Mermaid), as the preview report shows it.")
 @json_option
 @click.pass_context
 def plan_cmd(click_ctx: click.Context, phase: int, mermaid: bool) -> None:
-    """The impact of moving to PHASE (0-3), before anyone runs it.
+    """The impact of moving to PHASE (of the stack's topology), before anyone runs it.
 
     Who owns each subject now (live) and in PHASE, the messages stored under each
     subject that moves, the consumers reading it with their backlog, and the streams
     created or removed. Read-only; exit 0 unless the server cannot be read.
     """
     ctx = _context(click_ctx)
+    _check_phase(ctx, phase)
     js = ctx.js()
     names = ctx.stack.managed_names()
     infos = {name: js.stream_info(name) for name in names}

@@ -150,15 +150,16 @@ def findings(stack: StackConfig, specs: Iterable[StreamSpec], consumers: Mapping
                                   f"{facts.streams_in_use} of its {max_streams} (max_streams); raise the account's "
                                   "limit or remove streams first"))
     max_consumers = _limit(facts.limits, "max_consumers")
+    durables_key = "consumers" if stack.topology is None else "topology.durables"
     for stream, n in sorted(consumers.items()):
         if max_consumers > 0 and n > max_consumers:
-            problems.append(("consumers", f"phase {stack.phase} puts {n} durables on stream {stream}, but the "
+            problems.append((durables_key, f"phase {stack.phase} puts {n} durables on stream {stream}, but the "
                                           f"account at {where} allows {max_consumers} per stream (max_consumers)"))
     max_ack_pending = _limit(facts.limits, "max_ack_pending")
-    for key, durable in stack.consumers.items():
-        if max_ack_pending > 0 and durable.max_ack_pending > max_ack_pending:
-            problems.append((f"consumers.{key}.maxAckPending",
-                             f"{durable.max_ack_pending} is above the account's max_ack_pending {max_ack_pending} "
+    for durable in stack.table.durables:
+        if max_ack_pending > 0 and durable.template.max_ack_pending > max_ack_pending:
+            problems.append((f"{durable.key}.maxAckPending",
+                             f"{durable.template.max_ack_pending} is above the account's max_ack_pending {max_ack_pending} "
                              f"at {where}; set it to at most {max_ack_pending}"))
     if facts.limits.get("max_bytes_required") and any(s.max_bytes <= 0 for s in specs):
         problems.append(("maxBytes", f"the account at {where} requires every stream to set a size limit "

@@ -101,7 +101,7 @@ def probe_subject(pattern: str, prefix: str, ident: str) -> str:
 
 def stack_readers(stack: StackConfig) -> list[Reader]:
     """The stack's durables, by their configured filters (the same on every stream, in every phase)."""
-    return [Reader(d.durable, (d.filter_subject,)) for d in stack.consumers.values()]
+    return [Reader(d.durable, (d.filter_subject,)) for d in stack.table.durables]
 
 
 def plan_probes(topology: Topology, prefix: str, run_id: str, readers: Sequence[Reader]) -> list[ProbePlan]:

@@ -3,7 +3,8 @@
 Two pure functions, tested as tables:
 
 * `phase_topology(config)`: phase in; streams with their subjects and durable
-  consumers with their streams out. This is the whole migration plan.
+  consumers with their streams out, as the stack's topology table declares them
+  (components.spec.table). This is the whole migration plan.
 * `plan(topology, config, live)`: the topology adjusted to what the live server
   holds right now (`live`, a snapshot read at program time), so that a phase
   move never deletes unconsumed data:
@@ -32,33 +33,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from components.jetstream.errors import ConfigError, SubjectOverlap
+from components.jetstream.errors import SubjectOverlap
 from components.spec.consumer import ConsumerSpec
-from components.spec.stack import PROJECT, Role, StackConfig
+from components.spec.stack import StackConfig
 from components.spec.stream import StreamSpec
 from components.spec.subjects import subjects_overlap
-
-CORE_SUBJECTS = ("athlete-ally.>", "sleep.*")
-VENDOR_SUBJECTS = ("vendor.>",)
-DLQ_SUBJECTS = ("dlq.>",)
-
-#: Which role owns which subjects, per phase. A role absent from a phase has no stream.
-OWNERSHIP: dict[int, dict[Role, tuple[str, ...]]] = {
-    0: {"legacy": CORE_SUBJECTS + VENDOR_SUBJECTS, "dlq": DLQ_SUBJECTS},
-    1: {"legacy": CORE_SUBJECTS, "vendor": VENDOR_SUBJECTS, "dlq": DLQ_SUBJECTS},
-    2: {"legacy": (), "core": CORE_SUBJECTS, "vendor": VENDOR_SUBJECTS, "dlq": DLQ_SUBJECTS},
-    3: {"core": CORE_SUBJECTS, "vendor": VENDOR_SUBJECTS, "dlq": DLQ_SUBJECTS},
-}
-
-#: Where each durable lives, per phase.
-HOMES: dict[str, dict[int, Role]] = {
-    "hrv": {0: "legacy", 1: "legacy", 2: "core", 3: "core"},
-    "oura": {0: "legacy", 1: "vendor", 2: "vendor", 3: "vendor"},
-}
-
-#: The ordered streams a service tries when binding each durable (AA_STREAM_CANDIDATES):
-#: the new home first, the legacy stream as fallback, in every phase.
-CANDIDATES: dict[str, tuple[Role, ...]] = {"hrv": ("core", "legacy"), "oura": ("vendor", "legacy")}
 
 
 @dataclass(frozen=True)
@@ -75,76 +54,21 @@ class Topology:
         return next((s.name for s in self.streams if any(subjects_overlap(subject, x) for x in s.subjects)), None)
 
 
-def stream_spec(config: StackConfig, role: Role, subjects: tuple[str, ...]) -> StreamSpec:
-    settings = config.streams[role]
-    return StreamSpec(
-        name=settings.name,
-        subjects=subjects,
-        max_age=settings.max_age,
-        replicas=config.replicas,
-        storage=config.storage,
-        compression=config.compression,
-        discard=config.discard,
-        duplicate_window=config.duplicate_window,
-        max_bytes=config.max_bytes,
-    )
-
-
-def consumer_spec(config: StackConfig, key: str, stream: str) -> ConsumerSpec:
-    settings = config.consumers[key]  # type: ignore[index]
-    return ConsumerSpec(
-        stream=stream,
-        durable_name=settings.durable,
-        ack_policy="explicit",
-        ack_wait=settings.ack_wait,
-        max_deliver=settings.max_deliver,
-        max_ack_pending=settings.max_ack_pending,
-        filter_subjects=(settings.filter_subject,),
-    )
-
-
-def check_filters(config: StackConfig) -> None:
-    """Each durable's filter must match a subject of the stream it lives on, in every phase.
-
-    Raises ConfigError naming `consumers.<key>.filterSubject` (the stack key the user set),
-    before any resource is registered; the server would refuse the consumer at apply.
-    """
-    for key, homes in HOMES.items():
-        settings = config.consumers[key]  # type: ignore[index]
-        for phase, role in sorted(homes.items()):
-            subjects = OWNERSHIP[phase][role]
-            if not any(subjects_overlap(settings.filter_subject, s) for s in subjects):
-                raise ConfigError(
-                    f"{PROJECT}:consumers.{key}.filterSubject",
-                    f"{settings.filter_subject!r} matches no subject of stream {config.stream_name(role)} "
-                    f"({', '.join(subjects)}), where durable {settings.durable} lives in phase {phase}; "
-                    f"use a subject under {' or '.join(subjects)}",
-                )
-
-
 def phase_topology(config: StackConfig) -> Topology:
-    """The streams and durables of `config.phase`. Pure: no server, no Pulumi.
+    """The streams and durables of `config.phase`, as the stack's topology table declares them.
 
-    Raises ConfigError when a durable's filter lies outside its stream (check_filters).
+    Pure: no server, no Pulumi. The table's rules were checked when the config was parsed.
     """
-    check_filters(config)
-    owned = OWNERSHIP[config.phase]
-    streams = tuple(stream_spec(config, role, subjects) for role, subjects in owned.items())
-    consumers = tuple(
-        consumer_spec(config, key, config.stream_name(homes[config.phase])) for key, homes in HOMES.items()
-    )
+    table = config.table
+    streams = tuple(spec for s in table.streams if (spec := s.spec(config.phase)) is not None)
+    consumers = tuple(d.spec(d.homes[config.phase]) for d in table.durables)
     return Topology(config.phase, streams, consumers)
 
 
 def bindings(config: StackConfig) -> dict[str, dict[str, object]]:
     """What services bind to, per durable: its stream now, and the ordered candidates."""
-    return {
-        config.consumers[key].durable: {  # type: ignore[index]
-            "stream": config.stream_name(homes[config.phase]),
-            "candidates": [config.stream_name(r) for r in CANDIDATES[key]],
-        }
-        for key, homes in HOMES.items()
-    }
+    return {d.durable: {"stream": d.homes[config.phase], "candidates": list(d.candidates)}
+            for d in config.table.durables}
 
 
 # -- the live snapshot and the plan ------------------------------------------------------
@@ -296,7 +220,7 @@ def plan(topology: Topology, config: StackConfig, live: LiveView | None,
 
     # Streams leaving the topology.
     declared = {s.name for s in streams}
-    for role, settings in config.streams.items():
+    for settings in config.table.streams:
         current = live.get(settings.name)
         if settings.name in declared or current is None:
             continue
@@ -314,18 +238,18 @@ def plan(topology: Topology, config: StackConfig, live: LiveView | None,
             )
         else:
             continue
-        streams.append(stream_spec(config, role, ()))
+        streams.append(settings.idle)
         declared.add(settings.name)
 
     # Durables leaving a stream while they still have work.
     wanted = {(c.stream, c.durable_name) for c in consumers}
-    for key, durable_settings in config.consumers.items():
+    for durable_settings in config.table.durables:
         for name in sorted(declared):
             current = live.get(name)
             state = current.consumers.get(durable_settings.durable) if current else None
             if (name, durable_settings.durable) in wanted or state is None or not state.unprocessed:
                 continue
-            consumers.append(consumer_spec(config, key, name))
+            consumers.append(durable_settings.spec(name))
             warnings.append(
                 f"consumer {durable_settings.durable} on {name} is kept until it drains: {state.pending} pending, "
                 f"{state.ack_pending} awaiting ack. Services bound to it keep processing; a later `pulumi up` removes it"
@@ -334,14 +258,14 @@ def plan(topology: Topology, config: StackConfig, live: LiveView | None,
     # Messages under a durable's filter that reached a stream with no durable for them
     # (an out-of-band change, an interrupted deploy): a durable drains them, from the first.
     wanted = {(c.stream, c.durable_name) for c in consumers}
-    for key, durable_settings in config.consumers.items():
+    for durable_settings in config.table.durables:
         for name in sorted(declared):
             current = live.get(name)
             found = current.stranded.get(durable_settings.durable) if current else None
             if not found or (name, durable_settings.durable) in wanted:
                 continue
             first, count = found
-            spec = consumer_spec(config, key, name)
+            spec = durable_settings.spec(name)
             consumers.append(spec.model_copy(update={"deliver_policy": "by_start_sequence", "opt_start_seq": first}))
             warnings.append(
                 f"{count} messages under {durable_settings.filter_subject} are stored in {name} from seq {first} on "

@@ -77,7 +77,7 @@ def verify_phase(js: JetStream, stack: StackConfig, phase: int) -> list[Finding]
 
     expected_names = {s.name for s in expected.streams}
     homes = {(c.stream, c.durable_name) for c in expected.consumers}
-    durables = {c.durable for c in stack.consumers.values()}
+    durables = {d.durable for d in stack.table.durables}
     for name, info in infos.items():
         if info is None:
             if name not in expected_names:

@@ -88,7 +88,7 @@ def read_stranded(connection: ConnectionSettings, stack: StackConfig, live: Live
     out: LiveView = {}
     for name, stream in live.items():
         found: dict[str, tuple[int, int]] = {}
-        for durable in (d for d in stack.consumers.values() if d.durable not in stream.consumers):
+        for durable in (d for d in stack.table.durables if d.durable not in stream.consumers):
             marks = [seq for subject, seq in stream.released.items() if subjects_overlap(subject, durable.filter_subject)]
             if not marks:
                 continue

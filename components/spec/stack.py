@@ -14,13 +14,35 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel, to_pascal
 
 from components.jetstream.client import ConnectionSettings
 from components.jetstream.errors import ConfigError
 from components.spec.durations import Duration, ns
+from components.spec.stream import StreamSpec
 from components.spec.subjects import name_problem, subject_problem
+from components.spec.table import (
+    SEED_DURABLES,
+    SEEDS,
+    StreamEntryFields,
+    Table,
+    TableError,
+    TopologyConfig,
+    resolve,
+    settings_of,
+)
 
 Role = Literal["legacy", "core", "vendor", "dlq"]
 ROLES: tuple[Role, ...] = ("legacy", "core", "vendor", "dlq")
@@ -121,27 +143,48 @@ class ProbeSettings(_Model):
 
 
 def _default_streams() -> dict[Role, StreamSettings]:
-    return {
-        "legacy": StreamSettings(name="ATHLETE_ALLY_EVENTS", max_age="24h"),
-        "core": StreamSettings(name="AA_CORE_HOT", max_age="48h"),
-        "vendor": StreamSettings(name="AA_VENDOR_HOT", max_age="48h"),
-        "dlq": StreamSettings(name="AA_DLQ", max_age="14d"),
-    }
+    return {entry["role"]: StreamSettings(name=name, max_age=entry["maxAge"]) for name, entry in SEEDS["streams"].items()}
 
 
 def _default_durables() -> dict[Literal["hrv", "oura"], DurableSettings]:
-    return {
-        "hrv": DurableSettings(durable="normalize-hrv-durable", filter_subject="athlete-ally.hrv.>"),
-        "oura": DurableSettings(durable="normalize-oura", filter_subject="vendor.oura.>"),
-    }
+    return {key: DurableSettings(durable=name, filter_subject=SEEDS["durables"][name]["filterSubject"])  # type: ignore[misc]
+            for key, name in SEED_DURABLES.items()}
+
+
+def seeds_topology(streams: dict[Role, StreamSettings],
+                   consumers: dict[Literal["hrv", "oura"], DurableSettings]) -> tuple[TopologyConfig, dict[str, str]]:
+    """The seeds' table with the `streams`/`consumers` overrides applied, and the stack key of each entry.
+
+    A renamed stream is renamed everywhere (durable homes, candidates); a durable takes
+    its override's name, filter and settings.
+    """
+    rename = {name: streams[entry["role"]].name for name, entry in SEEDS["streams"].items()}
+    keys: dict[str, str] = {}
+    raw_streams: dict[str, Any] = {}
+    for entry in SEEDS["streams"].values():
+        settings = streams[entry["role"]]
+        raw_streams[settings.name] = {**entry, "maxAge": settings.max_age}
+        keys[settings.name] = f"streams.{entry['role']}"
+    raw_durables: dict[str, Any] = {}
+    for key, name in SEED_DURABLES.items():
+        durable = consumers[key]  # type: ignore[index]
+        entry = SEEDS["durables"][name]
+        raw_durables[durable.durable] = {
+            **entry, **durable.model_dump(by_alias=True, exclude={"durable"}),
+            "homes": {p: rename[s] for p, s in entry["homes"].items()},
+            "candidates": [rename[s] for s in entry["candidates"]],
+        }
+        keys[durable.durable] = f"consumers.{key}"
+    table = TopologyConfig.model_validate({**SEEDS, "streams": raw_streams, "durables": raw_durables})
+    return table, keys
 
 
 class StackConfig(_Model):
     """Everything the program reads from `Pulumi.<stack>.yaml`, in one validated object."""
 
-    phase: int = Field(ge=0, le=3, description=(
-        "Migration phase 0-3: 0 legacy owns everything (+ AA_DLQ), 1 vendor.> moves to AA_VENDOR_HOT, "
-        "2 athlete-ally.> and sleep.* move to AA_CORE_HOT, 3 legacy removed"))
+    phase: int = Field(ge=0, description=(
+        "Migration phase, one of the topology's (the seeds' 0-3: 0 legacy owns everything (+ AA_DLQ), "
+        "1 vendor.> moves to AA_VENDOR_HOT, 2 athlete-ally.> and sleep.* move to AA_CORE_HOT, 3 legacy removed)"))
     nats_url: str = Field(description=(
         "NATS server URL(s), comma-separated, each nats://, tls://, ws:// or wss:// with a host, "
         "e.g. nats://nats-0:4222,nats://nats-1:4222"))
@@ -152,10 +195,16 @@ class StackConfig(_Model):
     discard: Literal["old", "new"] = Field(default="old", description="What a full stream discards: old or new")
     duplicate_window: Duration = Field(default="2m", description="De-duplication window for Nats-Msg-Id, e.g. 2m")
     max_bytes: int = Field(default=-1, description="Size limit of every stream in bytes; -1 for none")
+    topology: TopologyConfig | None = Field(default=None, description=(
+        "The streams, phases and durables: {phases: {0: text, ...}, streams: {NAME: {phases: {0: [subjects]}, "
+        "maxAge, ...}}, durables: {name: {filterSubject, homes: {0: NAME}, candidates, ...}}}; "
+        "unset: the seeds' table (examples/topology-seeds.yaml)"))
     streams: dict[Role, StreamSettings] = Field(default_factory=_default_streams, description=(
-        "Per-stream overrides, {legacy|core|vendor|dlq: {name, maxAge}}; unset fields keep the seeds' values"))
+        "Per-stream overrides of the seeds' table, {legacy|core|vendor|dlq: {name, maxAge}}; unset fields keep "
+        "the seeds' values"))
     consumers: dict[Literal["hrv", "oura"], DurableSettings] = Field(default_factory=_default_durables, description=(
-        "Per-durable overrides, {hrv|oura: {durable, filterSubject, maxDeliver, ackWait, maxAckPending}}"))
+        "Per-durable overrides of the seeds' table, {hrv|oura: {durable, filterSubject, maxDeliver, ackWait, "
+        "maxAckPending}}"))
     allow_data_loss: tuple[str, ...] = Field(
         default=(), description="Stream names or STREAM/durable ids that may be deleted or replaced with data in them"
     )
@@ -170,6 +219,31 @@ class StackConfig(_Model):
     probe: ProbeSettings = Field(
         default_factory=ProbeSettings, description="The gate's routing probe and durable health thresholds"
     )
+
+    _table: Table = PrivateAttr()
+
+    @field_validator("topology", mode="before")
+    @classmethod
+    def _topology_json(cls, value: object) -> object:
+        # pulumi.Config hands a structured value over as JSON text; Pulumi.yaml's default is {}.
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else None
+            except ValueError:
+                raise ValueError("expected a mapping {phases, streams, durables}") from None
+        return value or None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_table(cls, data: Any) -> Any:
+        # The overrides rename and tune the seeds' table; a declared table says it all itself.
+        if isinstance(data, dict) and data.get("topology"):
+            for key in ("streams", "consumers"):
+                if data.get(key):
+                    where = "topology.streams.<NAME>" if key == "streams" else "topology.durables.<name>"
+                    raise ValueError(f"{key}: overrides the seeds' table only, and this stack declares its own "
+                                     f"topology; write these settings under {where} and remove {key}")
+        return data
 
     @field_validator("compression", mode="before")
     @classmethod
@@ -251,24 +325,66 @@ class StackConfig(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> StackConfig:
-        names = [s.name for s in self.streams.values()]
-        if len(set(names)) != len(names):
-            raise ValueError(f"streams: each stream needs its own name, got {names}")
-        for role, settings in self.streams.items():
-            if ns(settings.max_age) and ns(self.duplicate_window) > ns(settings.max_age):
+        if self.topology is None:
+            names = [s.name for s in self.streams.values()]
+            if len(set(names)) != len(names):
+                raise ValueError(f"streams: each stream needs its own name, got {names}")
+            table, keys = seeds_topology(self.streams, self.consumers)
+        else:
+            table, keys = self.topology, {}
+        for name, entry in table.streams.items():
+            # The stack-wide window applies where a stream sets none of its own.
+            own = settings_of(entry, StreamEntryFields)
+            age = own.get("max_age", "0")
+            if "duplicate_window" not in own and ns(age) and ns(self.duplicate_window) > ns(age):
+                key = keys.get(name, f"topology.streams.{name}")
                 raise ValueError(
-                    f"duplicateWindow: {self.duplicate_window} is longer than streams.{role}.maxAge {settings.max_age}; "
+                    f"duplicateWindow: {self.duplicate_window} is longer than {key}.maxAge {age}; "
                     "make it at most the shortest maxAge"
                 )
-        if any(h < 0 or h > 3 for h in self.rollout_hooks):
-            raise ValueError("rolloutHooks: keys are phases 0 to 3")
+        try:
+            self._table = resolve(table, {n: getattr(self, n) for n in STREAM_WIDE}, keys)
+        except TableError as exc:
+            raise ValueError(str(exc)) from None
+        last = self._table.last_phase
+        if self.phase > last:
+            raise ValueError(f"phase: {self.phase} is not a phase of the topology: it must be less than or equal to "
+                             f"{last} ({self._table.phase_range()})")
+        if any(h < 0 or h > last for h in self.rollout_hooks):
+            raise ValueError(f"rolloutHooks: keys are {self._table.phase_range()}")
         return self
 
-    def stream_name(self, role: Role) -> str:
-        return self.streams[role].name
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        # Dumped, the config parses back the same (the phase gate's input): no table key for
+        # the seeds' table, no seeds' overrides beside a declared table, and of a table only
+        # what it sets (a stream field it leaves out takes the stack-wide value).
+        data = handler(self)
+        if self.topology is None:
+            data.pop("topology", None)
+        else:
+            for key in ("streams", "consumers"):
+                data.pop(key, None)
+            if "topology" in data:
+                data["topology"] = self.topology.model_dump(mode=info.mode, by_alias=info.by_alias, exclude_unset=True)
+        return data
+
+    @property
+    def table(self) -> Table:
+        """The topology table in effect: `topology`, else the seeds' table with the overrides applied."""
+        return self._table
+
+    def stream_name(self, role: str) -> str:
+        """The name of the table's stream labelled `role` (the seeds' legacy, core, vendor, dlq)."""
+        return next(s.name for s in self._table.streams if s.role == role)
 
     def managed_names(self) -> list[str]:
-        return [self.streams[r].name for r in ROLES]
+        """Every stream of the table, in its order: the streams this stack manages in any phase."""
+        return [s.name for s in self._table.streams]
+
+
+#: Stack keys that set a stream field for every stream (a stream of the table may set its own).
+STREAM_WIDE = tuple(name for name in StackConfig.model_fields if name in StreamSpec.model_fields)
 
 
 #: The stack config keys the program reads (credentials aside), as written in Pulumi.<stack>.yaml.
@@ -347,7 +463,23 @@ def _child_keys(annotation: Any) -> dict[str, Any] | None:
         key_type, value_type = get_args(annotation)
         if get_origin(key_type) is Literal:
             return {str(k): value_type for k in get_args(key_type)}
+        if isinstance(value_type, type) and issubclass(value_type, BaseModel):
+            return _AnyKey(value_type)
     return None
+
+
+class _AnyKey(dict):
+    """The keys of a mapping keyed by free names (stream names): any key, each holding `value_type`."""
+
+    def __init__(self, value_type: Any) -> None:
+        super().__init__()
+        self.value_type = value_type
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.value_type
 
 
 def _suggest(key: str, known: list[str]) -> str | None:
@@ -381,13 +513,34 @@ def unknown_keys(raw: dict[str, Any]) -> list[tuple[str, str]]:
     return list(_unknown(raw, top, ""))
 
 
+def _written_key(loc: tuple[int | str, ...]) -> str:
+    """A validation error's location as the stack file writes it: fields camelCase, names and numbers as they are."""
+    parts: list[str] = []
+    annotation: Any = StackConfig
+    for part in loc:
+        annotation = _value_type(annotation)
+        origin = get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            parts.append(field.alias or str(part) if field else str(part))
+            annotation = field.annotation if field else None
+        elif origin in (dict, tuple):
+            parts.append(str(part))
+            args = get_args(annotation)
+            annotation = args[-1] if origin is dict else args[0] if args else None
+        else:
+            parts.append(to_camel(part) if isinstance(part, str) else str(part))
+            annotation = None
+    return ".".join(parts)
+
+
 def _friendly(exc: ValidationError, prefix: str) -> ConfigError:
     lines = []
     first_key = prefix
     for i, err in enumerate(exc.errors()):
-        loc = ".".join(to_camel(str(p)) if isinstance(p, str) else str(p) for p in err["loc"])
+        loc = _written_key(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        if not loc and (named := re.match(r"([a-z][\w.]*): ", msg)):
+        if not loc and (named := re.match(r"([a-z][^\s:]*): ", msg)):
             # A check across keys names its key first ("streams: ...").
             loc, msg = named.group(1), msg[named.end():]
         key = f"{prefix}:{loc}" if loc else prefix
