@@ -52,10 +52,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from components.jetstream.client import (
+    FAILURES,
     ConnectionSettings,
     connect,  # one connection recipe (credentials, TLS) for the project
+    jetstream_error,
 )
-from components.jetstream.errors import EventBusError
+from components.jetstream.errors import EventBusError, JetStreamAPIError
+from components.jetstream.live import LiveConsumer
 
 #: The seeds' NORMALIZE_HRV_DLQ_SUBJECT.
 DLQ_SUBJECT = "dlq.normalize.hrv.raw-received"
@@ -111,16 +114,11 @@ def choose(probes: Sequence[Probe]) -> str | None:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, nats.js.errors.ServiceUnavailableError) and not exc.err_code:
-        return "no responders (503): the stream or consumer is gone, or JetStream is unavailable"
-    if isinstance(exc, nats.js.errors.APIError):
-        text = {10059: "stream not found", 10014: "consumer not found"}.get(exc.err_code or 0, exc.description or "")
-        return f"{text} (err_code {exc.err_code})" if exc.err_code else text or type(exc).__name__
-    if isinstance(exc, nats.errors.NoRespondersError):
-        return "no responders: JetStream is not enabled or not reachable"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out asking for the consumer's info"
-    return f"{type(exc).__name__}: {exc}"
+    """A JetStream failure in the project's words (`jetstream_error`): the server's reason with its err_code."""
+    if not isinstance(exc, FAILURES):
+        return f"{type(exc).__name__}: {exc}"
+    error = jetstream_error(exc)
+    return error.reason if isinstance(error, JetStreamAPIError) else str(error)
 
 
 async def probe(js_ctx: Any, durable: str, stream: str) -> Probe:
@@ -128,12 +126,12 @@ async def probe(js_ctx: Any, durable: str, stream: str) -> Probe:
     a missing stream or consumer, an unreachable JetStream or a timeout: they are the `why`."""
     try:
         info = await js_ctx.consumer_info(stream, durable)
-    except (nats.js.errors.APIError, nats.errors.NoRespondersError, asyncio.TimeoutError) as exc:
+    except FAILURES as exc:
         return Probe(stream, False, _why(exc))
-    if info.config.deliver_subject:
+    consumer = LiveConsumer.from_info(info.as_dict())
+    if consumer.push:
         return Probe(stream, False, "is a push consumer (deliver_subject set); a pull worker cannot bind it")
-    unprocessed = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-    return Probe(stream, True, "has the durable", unprocessed, int(info.config.max_deliver or -1))
+    return Probe(stream, True, "has the durable", consumer.unprocessed, consumer.max_deliver)
 
 
 async def bind(js_ctx: Any, durable: str, candidates: Sequence[str]) -> tuple[str, Any]:
