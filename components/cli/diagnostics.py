@@ -179,50 +179,27 @@ def streams_json(states: Sequence[StreamState], url: str) -> dict[str, Any]:
 # -- consumer diagnostic ---------------------------------------------------------------
 @dataclass(frozen=True)
 class ConsumerState:
-    """One durable consumer as the server reports it."""
+    """One durable consumer as the CLI shows it: its live state, and its config in human units."""
 
     stream: str
-    durable: str
-    filter_subjects: tuple[str, ...] = ()
-    ack_policy: str = ""
-    ack_wait: str = ""
-    max_deliver: int = -1
-    deliver_policy: str = ""
-    push: bool = False
-    pending: int = 0
-    ack_pending: int = 0
-    redelivered: int = 0
-    waiting: int = 0
-    delivered_stream_seq: int = 0
-    delivered_consumer_seq: int = 0
-    ack_floor_stream_seq: int = 0
-    ack_floor_consumer_seq: int = 0
-    #: The parsed server state the row shows (not part of the row's JSON).
-    live: LiveConsumer = field(default_factory=LiveConsumer, compare=False, repr=False)
+    live: LiveConsumer = field(default_factory=LiveConsumer)
 
     @classmethod
     def from_info(cls, stream: str, info: Mapping[str, Any]) -> ConsumerState:
-        live = LiveConsumer.from_info(info)
-        config = live.config
-        return cls(
-            stream=stream,
-            durable=live.name,
-            filter_subjects=live.filters,
-            ack_policy=str(config.get("ack_policy", "")),
-            ack_wait=format_duration(int(config.get("ack_wait") or 0)),
-            max_deliver=live.max_deliver,
-            deliver_policy=str(config.get("deliver_policy", "")),
-            push=live.push,
-            pending=live.pending,
-            ack_pending=live.ack_pending,
-            redelivered=live.redelivered,
-            waiting=live.waiting,
-            delivered_stream_seq=live.delivered_stream_seq,
-            delivered_consumer_seq=live.delivered_consumer_seq,
-            ack_floor_stream_seq=live.ack_floor_stream_seq,
-            ack_floor_consumer_seq=live.ack_floor_consumer_seq,
-            live=live,
-        )
+        return cls(stream, LiveConsumer.from_info(info))
+
+    @property
+    def durable(self) -> str:
+        return self.live.name
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row's JSON: the live counts and positions, and the config fields a reader acts on."""
+        live = {k: v for k, v in asdict(self.live).items() if k not in ("name", "filters", "config")}
+        config = self.live.config
+        return {"stream": self.stream, "durable": self.durable, "filter_subjects": list(self.live.filters),
+                "ack_policy": str(config.get("ack_policy", "")),
+                "ack_wait": format_duration(int(config.get("ack_wait") or 0)),
+                "deliver_policy": str(config.get("deliver_policy", "")), **live}
 
 
 @dataclass(frozen=True)
@@ -236,7 +213,7 @@ class ConsumerReport:
 
     @property
     def status(self) -> str:
-        s = self.state
+        s = self.state.live
         if s.pending == 0:
             return f"caught up ({count(s.ack_pending)} awaiting ack)" if s.ack_pending else "caught up"
         return f"backlog: {count(s.pending)} pending, {count(s.ack_pending)} awaiting ack"
@@ -247,14 +224,15 @@ def consumer_report(state: ConsumerState, thresholds: Thresholds) -> ConsumerRep
 
 
 def format_consumer(report: ConsumerReport, url: str) -> str:
-    s = report.state
+    row = report.state.as_dict()
+    s = report.state.live
     rows = [
-        ["filter subject(s)", ", ".join(s.filter_subjects) or "(none: the whole stream)"],
+        ["filter subject(s)", ", ".join(s.filters) or "(none: the whole stream)"],
         ["type", "push" if s.push else "pull"],
-        ["ack policy", s.ack_policy],
-        ["ack wait", s.ack_wait],
+        ["ack policy", row["ack_policy"]],
+        ["ack wait", row["ack_wait"]],
         ["max deliver", "unlimited" if s.max_deliver == -1 else str(s.max_deliver)],
-        ["deliver policy", s.deliver_policy],
+        ["deliver policy", row["deliver_policy"]],
         ["pending", count(s.pending)],
         ["ack pending", count(s.ack_pending)],
         ["redelivered", count(s.redelivered)],
@@ -263,7 +241,7 @@ def format_consumer(report: ConsumerReport, url: str) -> str:
         ["ack floor seq", f"stream {s.ack_floor_stream_seq}, consumer {s.ack_floor_consumer_seq}"],
         ["status", report.status],
     ]
-    out = [f"Consumer {s.stream}/{s.durable} at {url}", "", render_table(["FIELD", "VALUE"], rows)]
+    out = [f"Consumer {report.state.stream}/{s.name} at {url}", "", render_table(["FIELD", "VALUE"], rows)]
     if report.checks:
         out += ["", render_table(["CHECK", "RESULT"], [[c.name, ("OK   " if c.ok else "FAIL ") + c.message]
                                                      for c in report.checks])]
@@ -273,14 +251,11 @@ def format_consumer(report: ConsumerReport, url: str) -> str:
 
 
 def consumer_json(report: ConsumerReport, url: str) -> dict[str, Any]:
-    state = asdict(report.state)
-    state.pop("live")
-    state["filter_subjects"] = list(report.state.filter_subjects)
     return {
         "url": url,
         "found": True,
-        "consumer": state,
-        "caught_up": report.state.pending == 0,
+        "consumer": report.state.as_dict(),
+        "caught_up": report.state.live.pending == 0,
         "status": report.status,
         "checks": [{**asdict(c), "message": c.message} for c in report.checks],
         "healthy": report.healthy,
@@ -443,8 +418,8 @@ def plan_report(
         for c in consumers:
             stream_subjects = by_name[c.stream].subjects if c.stream in by_name else ()
             if c.live.reads(owner.subject, stream_subjects):
-                affected.append(AffectedConsumer(owner.subject, c.durable, c.stream, c.pending, c.ack_pending,
-                                                 homes.get(c.durable)))
+                affected.append(AffectedConsumer(owner.subject, c.durable, c.stream, c.live.pending,
+                                                 c.live.ack_pending, homes.get(c.durable)))
                 seen.add(c.durable)
         for spec in target.consumers:
             if spec.durable_name not in seen and any(subjects_overlap(owner.subject, f) for f in spec.filter_subjects):
