@@ -1,10 +1,10 @@
 """Service binding: bind a durable pull consumer over ordered candidate streams, and its pull loop.
 
-What a service (the seeds' normalize-service) needs to keep consuming while the
+What a service (e.g. normalize-service) needs to keep consuming while the
 event bus moves from one stream to three under it:
 
 * `bind(js_ctx, durable, candidates)` binds to the FIRST candidate stream that
-  has the durable (the seeds' AA_STREAM_CANDIDATES, e.g. `AA_CORE_HOT,
+  has the durable (AA_STREAM_CANDIDATES, e.g. `AA_CORE_HOT,
   ATHLETE_ALLY_EVENTS`). When none has it, `BindError.tried` lists every
   candidate with the reason (stream not found, consumer not found, push
   consumer, no JetStream...), and so does its message.
@@ -22,13 +22,12 @@ fetch fails, or the existence check that runs after a few seconds of idleness
 finds it gone) the worker rebinds over the candidates, retrying with a short
 sleep, logging each attempt, while none has the durable.
 
-Draining before moving (the fix over the seeds). The seeds bind to the first
-candidate that has the durable, so once AA_CORE_HOT exists a service never
-reads the backlog still waiting in ATHLETE_ALLY_EVENTS: it is stranded. Here,
-when the first candidate has the durable but a LATER candidate has the same
-durable with unprocessed messages (num_pending + num_ack_pending > 0), the
-worker binds to that later one first (the last such, the oldest data) and
-drains it; after each empty fetch it checks again and moves to the first
+Draining before moving. Binding to the first candidate that has the durable
+alone would strand the backlog still waiting in ATHLETE_ALLY_EVENTS once
+AA_CORE_HOT exists. So when the first candidate has the durable but a LATER
+candidate has the same durable with unprocessed messages (pending or awaiting
+ack), the worker binds to that later one first (the last such, the oldest data)
+and drains it; after each empty fetch it checks again and moves to the first
 candidate once the later one is empty. Messages it nak'ed count as unprocessed,
 so it does not leave before they are redelivered and handled. (This relies on
 the migration's rule that a stream that lost its subjects gets no new
@@ -60,7 +59,7 @@ from components.jetstream.client import (
 from components.jetstream.errors import EventBusError, JetStreamAPIError
 from components.jetstream.live import LiveConsumer
 
-#: The seeds' NORMALIZE_HRV_DLQ_SUBJECT.
+#: Where poison messages go (NORMALIZE_HRV_DLQ_SUBJECT), stored in AA_DLQ.
 DLQ_SUBJECT = "dlq.normalize.hrv.raw-received"
 
 #: Headers a dead-lettered message carries (its own headers are kept too).
