@@ -64,10 +64,9 @@ class Context:
     def js(self) -> JetStream:
         """The JetStream client, connected on first use (raises NatsConnectionError)."""
         if self._js is None:
-            from components.jetstream.client import ConnectionSettings, JetStream
+            from components.jetstream.client import ConnectionSettings, connect_quickly
 
-            settings = ConnectionSettings.from_env(self.url).model_copy(update={"connect_timeout": CONNECT_TIMEOUT})
-            self._js = JetStream(settings)
+            self._js = connect_quickly(ConnectionSettings.from_env(self.url), CONNECT_TIMEOUT)
         return self._js
 
 
