@@ -17,6 +17,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -268,8 +269,7 @@ def client_for(settings: ConnectionSettings) -> Client:
         return nc
 
 
-
-#: What a JetStream call through nats-py can fail with, besides its own API errors' mapping.
+#: What a JetStream call through nats-py can fail with; `jetstream_error` maps each to this project's errors.
 FAILURES: tuple[type[BaseException], ...] = (
     NoRespondersError, NatsTimeout, asyncio.TimeoutError, TimeoutError, ConnectionResetError, nats.js.errors.APIError,
 )
@@ -311,8 +311,8 @@ def connect_quickly(settings: ConnectionSettings, timeout: float = PROGRAM_CONNE
     return JetStream(settings.model_copy(update={"connect_timeout": timeout}))
 
 
-#: API level per cached connection, asked once ($JS.API.INFO).
-_API_LEVELS: dict[str, int] = {}
+#: The server's API level per open connection, asked once ($JS.API.INFO).
+_API_LEVELS: weakref.WeakKeyDictionary[Client, int] = weakref.WeakKeyDictionary()
 
 
 class JetStream:
@@ -400,11 +400,10 @@ class JetStream:
     # -- account -------------------------------------------------------------------
     def api_level(self) -> int:
         """The server's JetStream API level (0 before 2.11, which has no pedantic mode); asked once per connection."""
-        key = self.settings.cache_key()
-        if key not in _API_LEVELS:
+        if self.nc not in _API_LEVELS:
             info = self.request("$JS.API.INFO")
-            _API_LEVELS[key] = int((info.get("api") or {}).get("level", 0))
-        return _API_LEVELS[key]
+            _API_LEVELS[self.nc] = int((info.get("api") or {}).get("level", 0))
+        return _API_LEVELS[self.nc]
 
     def _pedantic(self, body: dict) -> dict:
         return {**body, "pedantic": True} if self.api_level() >= 1 else dict(body)
