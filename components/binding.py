@@ -1,10 +1,10 @@
 """Service binding: bind a durable pull consumer over ordered candidate streams, and its pull loop.
 
-What a service (the seeds' normalize-service) needs to keep consuming while the
+What a service (e.g. normalize-service) needs to keep consuming while the
 event bus moves from one stream to three under it:
 
 * `bind(js_ctx, durable, candidates)` binds to the FIRST candidate stream that
-  has the durable (the seeds' AA_STREAM_CANDIDATES, e.g. `AA_CORE_HOT,
+  has the durable (AA_STREAM_CANDIDATES, e.g. `AA_CORE_HOT,
   ATHLETE_ALLY_EVENTS`). When none has it, `BindError.tried` lists every
   candidate with the reason (stream not found, consumer not found, push
   consumer, no JetStream...), and so does its message.
@@ -22,13 +22,12 @@ fetch fails, or the existence check that runs after a few seconds of idleness
 finds it gone) the worker rebinds over the candidates, retrying with a short
 sleep, logging each attempt, while none has the durable.
 
-Draining before moving (the fix over the seeds). The seeds bind to the first
-candidate that has the durable, so once AA_CORE_HOT exists a service never
-reads the backlog still waiting in ATHLETE_ALLY_EVENTS: it is stranded. Here,
-when the first candidate has the durable but a LATER candidate has the same
-durable with unprocessed messages (num_pending + num_ack_pending > 0), the
-worker binds to that later one first (the last such, the oldest data) and
-drains it; after each empty fetch it checks again and moves to the first
+Draining before moving. Binding to the first candidate that has the durable
+alone would strand the backlog still waiting in ATHLETE_ALLY_EVENTS once
+AA_CORE_HOT exists. So when the first candidate has the durable but a LATER
+candidate has the same durable with unprocessed messages (pending or awaiting
+ack), the worker binds to that later one first (the last such, the oldest data)
+and drains it; after each empty fetch it checks again and moves to the first
 candidate once the later one is empty. Messages it nak'ed count as unprocessed,
 so it does not leave before they are redelivered and handled. (This relies on
 the migration's rule that a stream that lost its subjects gets no new
@@ -52,12 +51,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from components.jetstream.client import (
+    FAILURES,
     ConnectionSettings,
     connect,  # one connection recipe (credentials, TLS) for the project
+    jetstream_error,
 )
-from components.jetstream.errors import EventBusError
+from components.jetstream.errors import EventBusError, JetStreamAPIError
+from components.jetstream.live import LiveConsumer
 
-#: The seeds' NORMALIZE_HRV_DLQ_SUBJECT.
+#: Where poison messages go (NORMALIZE_HRV_DLQ_SUBJECT), stored in AA_DLQ.
 DLQ_SUBJECT = "dlq.normalize.hrv.raw-received"
 
 #: Headers a dead-lettered message carries (its own headers are kept too).
@@ -111,16 +113,11 @@ def choose(probes: Sequence[Probe]) -> str | None:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, nats.js.errors.ServiceUnavailableError) and not exc.err_code:
-        return "no responders (503): the stream or consumer is gone, or JetStream is unavailable"
-    if isinstance(exc, nats.js.errors.APIError):
-        text = {10059: "stream not found", 10014: "consumer not found"}.get(exc.err_code or 0, exc.description or "")
-        return f"{text} (err_code {exc.err_code})" if exc.err_code else text or type(exc).__name__
-    if isinstance(exc, nats.errors.NoRespondersError):
-        return "no responders: JetStream is not enabled or not reachable"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out asking for the consumer's info"
-    return f"{type(exc).__name__}: {exc}"
+    """A JetStream failure in the project's words (`jetstream_error`): the server's reason with its err_code."""
+    if not isinstance(exc, FAILURES):
+        return f"{type(exc).__name__}: {exc}"
+    error = jetstream_error(exc)
+    return error.reason if isinstance(error, JetStreamAPIError) else str(error)
 
 
 async def probe(js_ctx: Any, durable: str, stream: str) -> Probe:
@@ -128,12 +125,12 @@ async def probe(js_ctx: Any, durable: str, stream: str) -> Probe:
     a missing stream or consumer, an unreachable JetStream or a timeout: they are the `why`."""
     try:
         info = await js_ctx.consumer_info(stream, durable)
-    except (nats.js.errors.APIError, nats.errors.NoRespondersError, asyncio.TimeoutError) as exc:
+    except FAILURES as exc:
         return Probe(stream, False, _why(exc))
-    if info.config.deliver_subject:
+    consumer = LiveConsumer.from_info(info.as_dict())
+    if consumer.push:
         return Probe(stream, False, "is a push consumer (deliver_subject set); a pull worker cannot bind it")
-    unprocessed = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-    return Probe(stream, True, "has the durable", unprocessed, int(info.config.max_deliver or -1))
+    return Probe(stream, True, "has the durable", consumer.unprocessed, consumer.max_deliver)
 
 
 async def bind(js_ctx: Any, durable: str, candidates: Sequence[str]) -> tuple[str, Any]:

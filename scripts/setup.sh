@@ -20,7 +20,7 @@ fi
 
 # Reinstall Python packages only when what they are installed from changed.
 stamp="$venv/.installed"
-want="$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt requirements-binding.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages" >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip

@@ -321,6 +321,27 @@ def test_help_documents_exit_codes() -> None:
         assert "Exit codes:" in result.stdout and "2  could not check" in result.stdout
 
 
+def test_help_imports_neither_pulumi_nor_the_client_nor_pydantic() -> None:
+    """`eventbus --help` loads click and the CLI module only; a command imports what it needs when it runs."""
+    code = ("import sys; from components.cli.main import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = ('pulumi', 'grpc', 'deepdiff', 'pydantic', 'nats', 'yaml', 'components.jetstream.client',"
+            " 'components.cli.diagnostics', 'components.cli.preview_report')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))")
+    done = subprocess.run([str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, timeout=60,
+                          check=True, cwd=Path(__file__).parent.parent)
+    assert "preview-report" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_help_lists_the_lazy_preview_report_with_its_own_help() -> None:
+    from components.cli.main import _Group
+    from components.cli.preview_report import command
+
+    listed = " ".join(_Group.LAZY["preview-report"][2].split())
+    assert listed == " ".join((command.help or "").split())
+
+
 # -- with the real program -------------------------------------------------------------
 def consume(url: str, stream: str, durable: str, n: int) -> None:
     """Process (ack) `n` messages, as the service would."""

@@ -298,7 +298,7 @@ def snapshot(url: str, **creds: str) -> dict[str, Any]:
     """Every stream's and consumer's config on the server at `url`."""
     js = JetStream(ConnectionSettings.model_validate({"servers": url, **creds}))
     return {info["config"]["name"]: (info["config"], sorted((c["name"], c["config"]) for c in js.consumer_infos(
-        info["config"]["name"]))) for info in js.stream_infos()}
+        info["config"]["name"]))) for info in (js.stream_info(n) for n in js.stream_names()) if info}
 
 
 #: Servers whose streams the test cannot list (nothing listens, no JetStream, TLS it does not trust).

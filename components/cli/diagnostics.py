@@ -1,22 +1,26 @@
-"""Diagnostics for the `eventbus` CLI: compute and format, never print. (The seeds' three scripts, corrected.)
+"""Diagnostics for the `eventbus` CLI: compute and format, never print.
 
-Every function here is pure: server replies are parsed once into typed models
-(`StreamState`, `ConsumerState`), reports are computed from those models, and
-reports are formatted into a table (`format_*`) or a JSON-ready dict
-(`*_json`). Reading the server, printing and exit codes live in
-`components.cli`; migration verification is `components.verify.verify_phase`,
-so the CLI and the `pulumi up` phase gate run the same checks.
+Every function here is pure: server replies are parsed once into the live
+model (`components.jetstream.live`) and shown as `StreamState` / `ConsumerState`
+rows, reports are computed from those, and reports are formatted into a table
+(`format_*`) or a JSON-ready dict (`*_json`). Reading the server, printing and
+exit codes live in `components.cli.main`; migration verification is
+`components.migration.verify.verify_phase`, so the CLI and the `pulumi up` phase
+gate run the same checks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from components.jetstream.errors import ConfigError
-from components.migration.topology import LiveConsumer, LiveStream, Plan, Topology, phase_topology, plan
-from components.migration.verify import Finding, passed, stored_subjects
+from components.jetstream.live import LiveConsumer, LiveStream
+from components.migration.probe import Check, Thresholds, health_checks
+from components.migration.topology import Plan, Topology, phase_topology, plan
+from components.migration.verify import Finding, passed
 from components.spec.durations import format_duration
 from components.spec.stack import PROJECT, STACK_KEYS, StackConfig
 from components.spec.subjects import subjects_overlap
@@ -106,31 +110,36 @@ class StreamState:
     consumers: int = 0
     first_seq: int = 0
     last_seq: int = 0
+    #: The parsed server state the row shows (not part of the row's JSON).
+    live: LiveStream | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_info(cls, name: str, info: Mapping[str, Any] | None, role: str = "") -> StreamState:
         if info is None:
             return cls(name=name, role=role)
-        config, state = info.get("config") or {}, info.get("state") or {}
+        live = LiveStream.from_info(info)
+        config = live.config
         return cls(
             name=name,
             role=role,
             exists=True,
-            subjects=tuple(stored_subjects(dict(config))),
+            subjects=live.subjects,
             retention=str(config.get("retention", "limits")),
             replicas=int(config.get("num_replicas") or 1),
             storage=str(config.get("storage", "file")),
             compression=str(config.get("compression") or "none"),
             max_age=format_duration(int(config.get("max_age") or 0)),
-            messages=int(state.get("messages", 0)),
-            bytes=int(state.get("bytes", 0)),
-            consumers=int(state.get("consumer_count", 0)),
-            first_seq=int(state.get("first_seq", 0)),
-            last_seq=int(state.get("last_seq", 0)),
+            messages=live.messages,
+            bytes=live.bytes,
+            consumers=live.consumer_count,
+            first_seq=live.first_seq,
+            last_seq=live.last_seq,
+            live=live,
         )
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("live")
         data["subjects"] = list(self.subjects)
         return data
 
@@ -168,80 +177,28 @@ def streams_json(states: Sequence[StreamState], url: str) -> dict[str, Any]:
 
 # -- consumer diagnostic ---------------------------------------------------------------
 @dataclass(frozen=True)
-class Thresholds:
-    """Health limits: a value above its limit fails the check. None: not checked."""
-
-    max_pending: int | None = None
-    max_ack_pending: int | None = None
-    max_redelivered: int | None = None
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    value: int
-    limit: int
-    ok: bool
-
-    @property
-    def message(self) -> str:
-        op = "<=" if self.ok else ">"
-        return f"{self.name} {self.value} {op} {self.limit}" + ("" if self.ok else " (threshold exceeded)")
-
-
-@dataclass(frozen=True)
 class ConsumerState:
-    """One durable consumer as the server reports it."""
+    """One durable consumer as the CLI shows it: its live state, and its config in human units."""
 
     stream: str
-    durable: str
-    filter_subjects: tuple[str, ...] = ()
-    ack_policy: str = ""
-    ack_wait: str = ""
-    max_deliver: int = -1
-    deliver_policy: str = ""
-    push: bool = False
-    pending: int = 0
-    ack_pending: int = 0
-    redelivered: int = 0
-    waiting: int = 0
-    delivered_stream_seq: int = 0
-    delivered_consumer_seq: int = 0
-    ack_floor_stream_seq: int = 0
-    ack_floor_consumer_seq: int = 0
+    live: LiveConsumer = field(default_factory=LiveConsumer)
 
     @classmethod
     def from_info(cls, stream: str, info: Mapping[str, Any]) -> ConsumerState:
-        config = info.get("config") or {}
-        delivered, floor = info.get("delivered") or {}, info.get("ack_floor") or {}
-        filters = config.get("filter_subjects") or ([config["filter_subject"]] if config.get("filter_subject") else [])
-        return cls(
-            stream=stream,
-            durable=str(info.get("name") or config.get("durable_name") or ""),
-            filter_subjects=tuple(filters),
-            ack_policy=str(config.get("ack_policy", "")),
-            ack_wait=format_duration(int(config.get("ack_wait") or 0)),
-            max_deliver=int(config.get("max_deliver") or -1),
-            deliver_policy=str(config.get("deliver_policy", "")),
-            push=bool(config.get("deliver_subject")),
-            pending=int(info.get("num_pending", 0)),
-            ack_pending=int(info.get("num_ack_pending", 0)),
-            redelivered=int(info.get("num_redelivered", 0)),
-            waiting=int(info.get("num_waiting", 0)),
-            delivered_stream_seq=int(delivered.get("stream_seq", 0)),
-            delivered_consumer_seq=int(delivered.get("consumer_seq", 0)),
-            ack_floor_stream_seq=int(floor.get("stream_seq", 0)),
-            ack_floor_consumer_seq=int(floor.get("consumer_seq", 0)),
-        )
+        return cls(stream, LiveConsumer.from_info(info))
 
     @property
-    def unprocessed(self) -> int:
-        return self.pending + self.ack_pending
+    def durable(self) -> str:
+        return self.live.name
 
-    def reads(self, subject: str, stream_subjects: Sequence[str]) -> bool:
-        """True when this consumer receives messages on `subject` (no filter: the whole stream)."""
-        filters = self.filter_subjects or tuple(stream_subjects)
-        return any(subjects_overlap(subject, f) for f in filters)
+    def as_dict(self) -> dict[str, Any]:
+        """The row's JSON: the live counts and positions, and the config fields a reader acts on."""
+        live = {k: v for k, v in asdict(self.live).items() if k not in ("name", "filters", "config")}
+        config = self.live.config
+        return {"stream": self.stream, "durable": self.durable, "filter_subjects": list(self.live.filters),
+                "ack_policy": str(config.get("ack_policy", "")),
+                "ack_wait": format_duration(int(config.get("ack_wait") or 0)),
+                "deliver_policy": str(config.get("deliver_policy", "")), **live}
 
 
 @dataclass(frozen=True)
@@ -255,31 +212,26 @@ class ConsumerReport:
 
     @property
     def status(self) -> str:
-        s = self.state
+        s = self.state.live
         if s.pending == 0:
             return f"caught up ({count(s.ack_pending)} awaiting ack)" if s.ack_pending else "caught up"
         return f"backlog: {count(s.pending)} pending, {count(s.ack_pending)} awaiting ack"
 
 
 def consumer_report(state: ConsumerState, thresholds: Thresholds) -> ConsumerReport:
-    limits = (
-        ("pending", state.pending, thresholds.max_pending),
-        ("ack pending", state.ack_pending, thresholds.max_ack_pending),
-        ("redelivered", state.redelivered, thresholds.max_redelivered),
-    )
-    checks = tuple(Check(name, value, limit, value <= limit) for name, value, limit in limits if limit is not None)
-    return ConsumerReport(state, checks)
+    return ConsumerReport(state, health_checks(state.live, thresholds))
 
 
 def format_consumer(report: ConsumerReport, url: str) -> str:
-    s = report.state
+    row = report.state.as_dict()
+    s = report.state.live
     rows = [
-        ["filter subject(s)", ", ".join(s.filter_subjects) or "(none: the whole stream)"],
+        ["filter subject(s)", ", ".join(s.filters) or "(none: the whole stream)"],
         ["type", "push" if s.push else "pull"],
-        ["ack policy", s.ack_policy],
-        ["ack wait", s.ack_wait],
+        ["ack policy", row["ack_policy"]],
+        ["ack wait", row["ack_wait"]],
         ["max deliver", "unlimited" if s.max_deliver == -1 else str(s.max_deliver)],
-        ["deliver policy", s.deliver_policy],
+        ["deliver policy", row["deliver_policy"]],
         ["pending", count(s.pending)],
         ["ack pending", count(s.ack_pending)],
         ["redelivered", count(s.redelivered)],
@@ -288,7 +240,7 @@ def format_consumer(report: ConsumerReport, url: str) -> str:
         ["ack floor seq", f"stream {s.ack_floor_stream_seq}, consumer {s.ack_floor_consumer_seq}"],
         ["status", report.status],
     ]
-    out = [f"Consumer {s.stream}/{s.durable} at {url}", "", render_table(["FIELD", "VALUE"], rows)]
+    out = [f"Consumer {report.state.stream}/{s.name} at {url}", "", render_table(["FIELD", "VALUE"], rows)]
     if report.checks:
         out += ["", render_table(["CHECK", "RESULT"], [[c.name, ("OK   " if c.ok else "FAIL ") + c.message]
                                                      for c in report.checks])]
@@ -298,13 +250,11 @@ def format_consumer(report: ConsumerReport, url: str) -> str:
 
 
 def consumer_json(report: ConsumerReport, url: str) -> dict[str, Any]:
-    state = asdict(report.state)
-    state["filter_subjects"] = list(report.state.filter_subjects)
     return {
         "url": url,
         "found": True,
-        "consumer": state,
-        "caught_up": report.state.pending == 0,
+        "consumer": report.state.as_dict(),
+        "caught_up": report.state.live.pending == 0,
         "status": report.status,
         "checks": [{**asdict(c), "message": c.message} for c in report.checks],
         "healthy": report.healthy,
@@ -466,9 +416,9 @@ def plan_report(
         seen: set[str] = set()
         for c in consumers:
             stream_subjects = by_name[c.stream].subjects if c.stream in by_name else ()
-            if c.reads(owner.subject, stream_subjects):
-                affected.append(AffectedConsumer(owner.subject, c.durable, c.stream, c.pending, c.ack_pending,
-                                                 homes.get(c.durable)))
+            if c.live.reads(owner.subject, stream_subjects):
+                affected.append(AffectedConsumer(owner.subject, c.durable, c.stream, c.live.pending,
+                                                 c.live.ack_pending, homes.get(c.durable)))
                 seen.add(c.durable)
         for spec in target.consumers:
             if spec.durable_name not in seen and any(subjects_overlap(owner.subject, f) for f in spec.filter_subjects):
@@ -487,14 +437,8 @@ def _planner(stack: StackConfig, target: Topology, live: Sequence[StreamState],
              consumers: Sequence[ConsumerState]) -> Plan:
     """What `pulumi up` will really do: the topology planner run on the same live view as the program."""
     view = {
-        s.name: LiveStream(
-            name=s.name,
-            subjects=s.subjects,
-            messages=s.messages,
-            last_seq=s.last_seq,
-            consumers={c.durable: LiveConsumer(c.pending, c.ack_pending) for c in consumers if c.stream == s.name},
-        )
-        for s in live if s.exists
+        s.name: dataclasses.replace(s.live, consumers={c.durable: c.live for c in consumers if c.stream == s.name})
+        for s in live if s.live is not None
     }
     return plan(target, stack, view)
 
@@ -526,7 +470,7 @@ def format_plan(report: PlanReport, url: str, stack_phase: int | None = None) ->
     moving = report.moving
     if moving:
         total = sum(o.messages for o in moving)
-        backlog = sum((c.pending or 0) + (c.ack_pending or 0) for c in report.consumers)
+        backlog = sum(LiveConsumer(c.pending or 0, c.ack_pending or 0).unprocessed for c in report.consumers)
         out += ["", f"{len(moving)} subject(s) move; {count(total)} message(s) stored under them stay where they are "
                     f"(new messages go to the new owner); {count(backlog)} unprocessed by the affected consumers."]
     else:

@@ -1,30 +1,33 @@
 """`eventbus`: diagnostics for the event bus (stream info, consumer diagnostic, migration verify, plan).
 
 This module is the edge: it reads the server, hands what it read to the pure
-functions of `components.diagnostics` (and `components.verify`), prints what
-they return, and chooses the exit code. Nothing here decides or formats.
+functions of `components.cli.diagnostics` (and `components.migration.verify`),
+prints what they return, and chooses the exit code. Nothing here decides or
+formats.
+
+Start-up: `eventbus --help` imports click and this module only. Everything a
+command needs (the stack config model, the JetStream client, the diagnostics,
+the preview report) is imported when a command runs.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-import yaml
 
-from components.cli import diagnostics as dx
-from components.cli import preview_report
-from components.jetstream.client import ConnectionSettings, JetStream
 from components.jetstream.errors import ConfigError, EventBusError
-from components.migration.probe import live_checks
-from components.migration.verify import verify_phase
-from components.spec.stack import StackConfig, parse_stack_config
+
+if TYPE_CHECKING:
+    from components.jetstream.client import JetStream
+    from components.spec.stack import StackConfig
 
 #: Exit codes, the same for every command.
 OK, FAILED, CANNOT_CHECK = 0, 1, 2
@@ -61,8 +64,9 @@ class Context:
     def js(self) -> JetStream:
         """The JetStream client, connected on first use (raises NatsConnectionError)."""
         if self._js is None:
-            settings = ConnectionSettings.from_env(self.url).model_copy(update={"connect_timeout": CONNECT_TIMEOUT})
-            self._js = JetStream(settings)
+            from components.jetstream.client import ConnectionSettings, connect_quickly
+
+            self._js = connect_quickly(ConnectionSettings.from_env(self.url), CONNECT_TIMEOUT)
         return self._js
 
 
@@ -78,16 +82,21 @@ def _emit(ctx: Context, text: str, data: dict[str, Any]) -> None:
 
 
 def _load_stack(path: Path, url: str | None) -> tuple[StackConfig, int | None]:
+    import yaml
+
+    from components.cli import diagnostics
+    from components.spec.stack import parse_stack_config
+
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read the stack file: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), f"not valid YAML: {exc}") from exc
-    raw = dx.stack_values(doc, str(path))
+    raw = diagnostics.stack_values(doc, str(path))
     phase = raw.get("phase")
     raw.setdefault("phase", 0)
-    raw.setdefault("natsUrl", url or dx.DEFAULT_URL)
+    raw.setdefault("natsUrl", url or diagnostics.DEFAULT_URL)
     stack = parse_stack_config(raw)
     return stack, stack.phase if phase is not None else None
 
@@ -117,7 +126,40 @@ def json_option(func: F) -> F:
 
 
 class _Group(click.Group):
-    """Turns the project's errors into one clear line on stderr and exit code 2 (no traceback)."""
+    """Turns the project's errors into one clear line on stderr and exit code 2 (no traceback).
+
+    Commands defined in other modules (`LAZY`) are imported when they run, not for `--help`.
+    """
+
+    #: name -> (module, attribute, its help text for the listing; a test keeps it the command's own).
+    LAZY: dict[str, tuple[str, str, str]] = {
+        "preview-report": ("components.cli.preview_report", "command",
+                           "A `pulumi preview` as Markdown for a pull request: phase, per-resource operations and "
+                           "changed fields, subjects and consumers moving, and a warning for every destructive step."),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY and cmd_name not in self.commands:
+            module, attribute, _ = self.LAZY[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            limit = formatter.width - 6 - len(name)
+            if name in self.LAZY and name not in self.commands:
+                rows.append((name, click.Command(name, help=self.LAZY[name][2]).get_short_help_str(limit)))
+                continue
+            command = super().get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -149,12 +191,15 @@ def main(click_ctx: click.Context, url: str | None, stack_name: str | None, stac
     if stack_name and stack_config:
         raise click.UsageError("give --stack or --stack-config, not both")
     path = stack_config or (Path(f"Pulumi.{stack_name}.yaml") if stack_name else None)
+    from components.cli import diagnostics
+    from components.spec.stack import parse_stack_config
+
     env_url = os.environ.get("NATS_URL") or None
     try:
         if path is not None:
             stack, phase = _load_stack(path, url or env_url)
         else:
-            stack, phase = parse_stack_config({"phase": 0, "natsUrl": url or env_url or dx.DEFAULT_URL}), None
+            stack, phase = parse_stack_config({"phase": 0, "natsUrl": url or env_url or diagnostics.DEFAULT_URL}), None
     except ConfigError as exc:
         _fail(str(exc), CANNOT_CHECK, as_json)
     resolved = url or env_url or stack.nats_url
@@ -175,11 +220,13 @@ def stream_info(click_ctx: click.Context) -> None:
 
     A missing stream is shown as missing (exit 0).
     """
+    from components.cli import diagnostics
+
     ctx = _context(click_ctx)
     js = ctx.js()
     infos = {name: js.stream_info(name) for name in ctx.stack.managed_names()}
-    states = dx.stream_states(ctx.stack, infos)
-    _emit(ctx, dx.format_streams(states, ctx.url), dx.streams_json(states, ctx.url))
+    states = diagnostics.stream_states(ctx.stack, infos)
+    _emit(ctx, diagnostics.format_streams(states, ctx.url), diagnostics.streams_json(states, ctx.url))
 
 
 # -- consumer diagnostic ---------------------------------------------------------------
@@ -204,20 +251,23 @@ def consumer_diagnostic(click_ctx: click.Context, stream_name: str, durable: str
 
     A missing consumer (or stream) exits 1 and says where the durable is instead.
     """
+    from components.cli import diagnostics
+    from components.migration.probe import Thresholds
+
     ctx = _context(click_ctx)
     js = ctx.js()
     info = js.consumer_info(stream_name, durable)
     if info is None:
         exists = js.stream_info(stream_name) is not None
         found_on = [n for n in ctx.stack.managed_names() if n != stream_name and js.consumer_info(n, durable)]
-        message = dx.missing_consumer_message(stream_name, durable, exists, found_on)
+        message = diagnostics.missing_consumer_message(stream_name, durable, exists, found_on)
         if ctx.json:
-            click.echo(json.dumps(dx.missing_consumer_json(stream_name, durable, exists, found_on, ctx.url), indent=2))
+            click.echo(json.dumps(diagnostics.missing_consumer_json(stream_name, durable, exists, found_on, ctx.url), indent=2))
         click.echo(f"eventbus: {message}", err=True)
         raise SystemExit(FAILED)
-    report = dx.consumer_report(dx.ConsumerState.from_info(stream_name, info),
-                                dx.Thresholds(max_pending, max_ack_pending, max_redelivered))
-    _emit(ctx, dx.format_consumer(report, ctx.url), dx.consumer_json(report, ctx.url))
+    report = diagnostics.consumer_report(diagnostics.ConsumerState.from_info(stream_name, info),
+                                Thresholds(max_pending, max_ack_pending, max_redelivered))
+    _emit(ctx, diagnostics.format_consumer(report, ctx.url), diagnostics.consumer_json(report, ctx.url))
     raise SystemExit(OK if report.healthy else FAILED)
 
 
@@ -241,33 +291,24 @@ def migration_verify(click_ctx: click.Context, phase: int, strict: bool, probe: 
     With --probe, routing is proven with real messages: each probe must land in the
     stream that should own its subject, and none stays stored.
     """
+    from components.cli import diagnostics
+    from components.migration.probe import live_checks
+    from components.migration.verify import verify_phase
+
     ctx = _context(click_ctx)
     _check_phase(ctx, phase)
     findings = verify_phase(ctx.js(), ctx.stack, phase)
     if not probe:
-        _emit(ctx, dx.format_verify(phase, findings, ctx.url, strict), dx.verify_json(phase, findings, ctx.url, strict))
-        raise SystemExit(OK if dx.verify_ok(findings, strict) else FAILED)
+        _emit(ctx, diagnostics.format_verify(phase, findings, ctx.url, strict), diagnostics.verify_json(phase, findings, ctx.url, strict))
+        raise SystemExit(OK if diagnostics.verify_ok(findings, strict) else FAILED)
     live = live_checks(ctx.js(), ctx.stack, phase)
     findings = [*findings, *live.findings()]
-    _emit(ctx, dx.format_verify(phase, findings, ctx.url, strict),
-          {**dx.verify_json(phase, findings, ctx.url, strict), **live.as_dict()})
-    raise SystemExit(OK if dx.verify_ok(findings, strict) else FAILED)
+    _emit(ctx, diagnostics.format_verify(phase, findings, ctx.url, strict),
+          {**diagnostics.verify_json(phase, findings, ctx.url, strict), **live.as_dict()})
+    raise SystemExit(OK if diagnostics.verify_ok(findings, strict) else FAILED)
 
 
 # -- plan ------------------------------------------------------------------------------
-def _subject_count(js: JetStream, stream_name: str, subject: str) -> int:
-    """Messages `stream_name` stores under `subject` (a wildcard is summed over its concrete subjects)."""
-    total, offset = 0, 0
-    while True:
-        reply = js.request(f"$JS.API.STREAM.INFO.{stream_name}", {"subjects_filter": subject, "offset": offset},
-                           stream=stream_name)
-        page = (reply.get("state") or {}).get("subjects") or {}
-        total += sum(int(n) for n in page.values())
-        offset += len(page)
-        if not page or offset >= int(reply.get("total") or 0):
-            return total
-
-
 @main.command("plan", epilog=EXIT_CODES)
 @click.argument("phase", type=click.IntRange(min=0))
 @click.option("--mermaid", is_flag=True,
@@ -281,26 +322,25 @@ def plan_cmd(click_ctx: click.Context, phase: int, mermaid: bool) -> None:
     subject that moves, the consumers reading it with their backlog, and the streams
     created or removed. Read-only; exit 0 unless the server cannot be read.
     """
+    from components.cli import diagnostics, preview_report
+
     ctx = _context(click_ctx)
     _check_phase(ctx, phase)
     js = ctx.js()
     names = ctx.stack.managed_names()
     infos = {name: js.stream_info(name) for name in names}
-    live = dx.stream_states(ctx.stack, infos)
-    consumers = [dx.ConsumerState.from_info(s.name, c) for s in live if s.exists for c in js.consumer_infos(s.name)]
+    live = diagnostics.stream_states(ctx.stack, infos)
+    consumers = [diagnostics.ConsumerState.from_info(s.name, c) for s in live if s.exists for c in js.consumer_infos(s.name)]
     counts = {
-        (o.now, o.subject): _subject_count(js, o.now, o.subject)
-        for o in dx.subject_owners(ctx.stack, phase, live) if o.moves and o.now
+        (o.now, o.subject): js.subject_count(o.now, o.subject)
+        for o in diagnostics.subject_owners(ctx.stack, phase, live) if o.moves and o.now
     }
-    report = dx.plan_report(ctx.stack, phase, live, consumers, counts)
+    report = diagnostics.plan_report(ctx.stack, phase, live, consumers, counts)
     if mermaid:
         click.echo(preview_report.ownership_mermaid(preview_report.plan_ownership(report)), nl=False)
         return
-    _emit(ctx, dx.format_plan(report, ctx.url, ctx.stack_phase), dx.plan_json(report, ctx.url, ctx.stack_phase))
+    _emit(ctx, diagnostics.format_plan(report, ctx.url, ctx.stack_phase), diagnostics.plan_json(report, ctx.url, ctx.stack_phase))
 
-
-# -- preview-report (components/preview_report.py) ---------------------------------------
-main.add_command(preview_report.command)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m components.cli`

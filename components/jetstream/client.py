@@ -17,10 +17,12 @@ import socket
 import ssl
 import tempfile
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import nats
+import nats.js.errors
 from nats.aio.client import Client, RawCredentials
 from nats.errors import AuthorizationError, NoRespondersError, NoServersError
 from nats.errors import Error as NatsError
@@ -29,10 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from components.jetstream.errors import (
     ConsumerNotFound,
+    EventBusError,
     JetStreamAPIError,
     NatsConnectionError,
+    NoStreamForSubject,
     StreamNotFound,
     api_error,
+    from_nats,
 )
 
 T = TypeVar("T")
@@ -101,7 +106,9 @@ class ConnectionSettings(BaseModel):
         })
 
     def cache_key(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        """Which cached connection serves these settings: servers and credentials, not the
+        connect timeout (that only says how long to wait for a new one)."""
+        return hashlib.sha256(self.model_dump_json(exclude={"connect_timeout"}).encode()).hexdigest()
 
     def describe(self) -> str:
         return ",".join(self.servers)
@@ -262,78 +269,144 @@ def client_for(settings: ConnectionSettings) -> Client:
         return nc
 
 
-def close_all() -> None:
-    with _CLIENTS_LOCK:
-        for nc in _CLIENTS.values():
-            try:
-                _LOOP.run(nc.close(), timeout=5)
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
-        _CLIENTS.clear()
+#: What a JetStream call through nats-py can fail with; `jetstream_error` maps each to this project's errors.
+FAILURES: tuple[type[BaseException], ...] = (
+    NoRespondersError, NatsTimeout, asyncio.TimeoutError, TimeoutError, ConnectionResetError, nats.js.errors.APIError,
+)
+
+
+def jetstream_error(exc: BaseException, subject: str = "", where: str = "", *, publish: bool = False,
+                    stream: str | None = None, consumer: str | None = None) -> EventBusError:
+    """This project's error for one of `FAILURES`: NatsConnectionError when the server did not
+    answer (NoStreamForSubject for a publish nobody stored), else the typed JetStreamAPIError
+    of the server's err_code. `subject` and `where` (the servers) only add context to the text."""
+    at = f" on {where}" if where else ""
+    about = f" ({subject})" if subject else ""
+    if isinstance(exc, NoRespondersError):
+        if publish:
+            return NoStreamForSubject(f"no stream stored {subject}: no responders")
+        return NatsConnectionError(
+            f"no JetStream responded{at}{about}: is the server running with JetStream enabled (-js)?")
+    if isinstance(exc, nats.js.errors.APIError):
+        if isinstance(exc, nats.js.errors.ServiceUnavailableError) and not exc.err_code:  # nats-py: no responders
+            return NatsConnectionError(
+                f"no responders (503){at}{about}: the stream or consumer is gone, or JetStream is unavailable")
+        return from_nats(exc, stream=stream, consumer=consumer)
+    if isinstance(exc, ConnectionResetError):
+        return NatsConnectionError(f"JetStream request {subject} failed{at}: {exc}")
+    what = "publish to" if publish else "JetStream request"
+    return NatsConnectionError(f"{what}{' ' + subject if subject else ''} timed out{at}")
+
+
+#: The connect timeout of the program's live reads and preflight: a deploy whose server
+#: does not answer fails in seconds, not after the default.
+PROGRAM_CONNECT_TIMEOUT = 3.0
+
+
+def connect_quickly(settings: ConnectionSettings, timeout: float = PROGRAM_CONNECT_TIMEOUT) -> JetStream:
+    """A JetStream client that waits at most `timeout` seconds for a connection it has to open.
+
+    The connection itself is the process's cached one for these servers and credentials.
+    """
+    return JetStream(settings.model_copy(update={"connect_timeout": timeout}))
+
+
+#: The server's API level per open connection, asked once ($JS.API.INFO).
+_API_LEVELS: weakref.WeakKeyDictionary[Client, int] = weakref.WeakKeyDictionary()
 
 
 class JetStream:
-    """Blocking JetStream management calls, with typed errors and pedantic requests."""
+    """Blocking JetStream management calls, with typed errors and pedantic requests.
 
-    def __init__(self, settings: ConnectionSettings) -> None:
+    One request path: every call goes through `request` (raw `$JS.API`, where nats-py's
+    JetStreamManager lacks the feature or drops fields: pedantic create/update, consumer
+    create with an `action`, paging, info replies kept whole for drift checks) or through
+    nats-py's JetStreamManager (deletes); both raise this project's errors
+    (`components.jetstream.errors`). `fail_fast`: a request whose connection drops fails
+    at once instead of waiting out its timeout (see `failing_fast`).
+    """
+
+    def __init__(self, settings: ConnectionSettings, *, fail_fast: bool = False,
+                 timeout: float = API_TIMEOUT) -> None:
         self.settings = settings
         self.nc = client_for(settings)
-        self._api_level: int | None = None
+        self.fail_fast = fail_fast
+        self.timeout = timeout
+
+    def failing_fast(self, timeout: float) -> JetStream:
+        """The same connection, with requests that fail as soon as the connection drops.
+
+        A request written into a connection that then breaks never gets its reply; for an
+        idempotent step that is retried (the hand-over), waiting out the timeout only delays
+        the retry.
+        """
+        return JetStream(self.settings, fail_fast=True, timeout=timeout)
 
     # -- transport -------------------------------------------------------------------
-    def request(self, subject: str, body: dict | None = None, *, stream: str | None = None,
-                consumer: str | None = None, timeout: float = API_TIMEOUT) -> dict:
-        payload = json.dumps(body).encode() if body is not None else b""
+    async def _watched(self, call: Coroutine[Any, Any, T]) -> T:
+        nc = self.nc
+        if not nc.is_connected:
+            raise ConnectionResetError("not connected")
+        task = asyncio.ensure_future(call)
+        while not task.done():
+            await asyncio.wait([task], timeout=0.02)
+            if not task.done() and not nc.is_connected:
+                task.cancel()
+                raise ConnectionResetError("connection lost while waiting for the reply")
+        return task.result()
 
-        async def call() -> bytes:
-            msg = await self.nc.request(subject, payload, timeout=timeout)
-            return msg.data
-
+    def _run(self, call: Coroutine[Any, Any, T], subject: str, timeout: float, *, publish: bool = False,
+             stream: str | None = None, consumer: str | None = None) -> T:
+        """Run one call on the shared loop; transport and nats-py API failures raise this project's errors."""
         try:
-            data = _LOOP.run(call(), timeout=timeout + 5)
-        except NoRespondersError as exc:
-            raise NatsConnectionError(
-                f"no JetStream responded on {self.settings.describe()} ({subject}): "
-                "is the server running with JetStream enabled (-js)?"
-            ) from exc
-        except (NatsTimeout, asyncio.TimeoutError, TimeoutError) as exc:
-            raise NatsConnectionError(f"JetStream request {subject} timed out on {self.settings.describe()}") from exc
-        reply = json.loads(data)
+            return _LOOP.run(self._watched(call) if self.fail_fast else call, timeout=timeout + 5)
+        except FAILURES as exc:
+            raise jetstream_error(exc, subject, self.settings.describe(), publish=publish, stream=stream,
+                                  consumer=consumer) from exc
+
+    def request(self, subject: str, body: dict | None = None, *, stream: str | None = None,
+                consumer: str | None = None, timeout: float | None = None) -> dict:
+        """One `$JS.API` request; the reply, or the typed error of its `error` object."""
+        wait = self.timeout if timeout is None else timeout
+        payload = json.dumps(body).encode() if body is not None else b""
+        msg = self._run(self.nc.request(subject, payload, timeout=wait), subject, wait)
+        reply = json.loads(msg.data)
         if "error" in reply:
             raise api_error(reply["error"], stream=stream, consumer=consumer)
         return reply
 
     def publish(self, subject: str, payload: bytes, headers: dict | None = None, timeout: float = 5.0) -> dict:
-        """Publish and wait for the stream's ack (raises NatsConnectionError on no responders)."""
-        reply = self.request_raw(subject, payload, headers=headers, timeout=timeout)
+        """Publish and wait for the stream's ack: the ack (stream, seq, duplicate).
+
+        Raises NoStreamForSubject when no stream stores `subject`.
+        """
+        msg = self._run(self.nc.request(subject, payload, timeout=timeout, headers=headers), subject, timeout,
+                        publish=True)
+        reply = json.loads(msg.data)
         if "error" in reply:
             raise api_error(reply["error"])
         return reply
 
-    def request_raw(self, subject: str, payload: bytes, headers: dict | None = None, timeout: float = 5.0) -> dict:
-        async def call() -> bytes:
-            msg = await self.nc.request(subject, payload, timeout=timeout, headers=headers)
-            return msg.data
-
-        try:
-            return json.loads(_LOOP.run(call(), timeout=timeout + 5))
-        except NoRespondersError as exc:
-            raise NatsConnectionError(f"no stream stored {subject}: no responders") from exc
-        except (NatsTimeout, asyncio.TimeoutError, TimeoutError) as exc:
-            raise NatsConnectionError(f"publish to {subject} timed out") from exc
+    def _paged(self, subject: str, key: str, body: dict[str, Any] | None = None, *, stream: str | None = None) -> list:
+        """Every item of a paged list reply (`key`: "streams" or "consumers")."""
+        items: list = []
+        while True:
+            reply = self.request(subject, {**(body or {}), "offset": len(items)}, stream=stream)
+            page = reply.get(key) or []
+            items.extend(page)
+            if not page or len(items) >= int(reply.get("total", 0)):
+                return items
 
     # -- account -------------------------------------------------------------------
     def api_level(self) -> int:
-        """The server's JetStream API level (0 before 2.11, which has no pedantic mode)."""
-        if self._api_level is None:
+        """The server's JetStream API level (0 before 2.11, which has no pedantic mode); asked once per connection."""
+        if self.nc not in _API_LEVELS:
             info = self.request("$JS.API.INFO")
-            self._api_level = int((info.get("api") or {}).get("level", 0))
-        return self._api_level
+            _API_LEVELS[self.nc] = int((info.get("api") or {}).get("level", 0))
+        return _API_LEVELS[self.nc]
 
     def _pedantic(self, body: dict) -> dict:
-        if self.api_level() >= 1:
-            body["pedantic"] = True
-        return body
+        return {**body, "pedantic": True} if self.api_level() >= 1 else dict(body)
 
     # -- streams -------------------------------------------------------------------
     def stream_info(self, name: str) -> dict | None:
@@ -345,43 +418,35 @@ class JetStream:
 
     def stream_create(self, config: dict) -> dict:
         name = config["name"]
-        return self.request(f"$JS.API.STREAM.CREATE.{name}", self._pedantic(dict(config)), stream=name)
+        return self.request(f"$JS.API.STREAM.CREATE.{name}", self._pedantic(config), stream=name)
 
     def stream_update(self, config: dict) -> dict:
         name = config["name"]
-        return self.request(f"$JS.API.STREAM.UPDATE.{name}", self._pedantic(dict(config)), stream=name)
+        return self.request(f"$JS.API.STREAM.UPDATE.{name}", self._pedantic(config), stream=name)
 
     def stream_delete(self, name: str) -> None:
+        """Delete the stream; one that does not exist is already gone."""
         try:
-            self.request(f"$JS.API.STREAM.DELETE.{name}", stream=name)
+            self._run(self.nc.jsm(timeout=self.timeout).delete_stream(name), f"$JS.API.STREAM.DELETE.{name}",
+                      self.timeout, stream=name)
         except StreamNotFound:
             pass
 
     def stream_names(self, subject: str | None = None) -> list[str]:
         """Names of all streams, or of those whose subjects overlap `subject`."""
-        names: list[str] = []
-        offset = 0
-        while True:
-            body: dict[str, Any] = {"offset": offset}
-            if subject:
-                body["subject"] = subject
-            reply = self.request("$JS.API.STREAM.NAMES", body)
-            page = reply.get("streams") or []
-            names.extend(page)
-            offset += len(page)
-            if not page or offset >= int(reply.get("total", 0)):
-                return names
+        return self._paged("$JS.API.STREAM.NAMES", "streams", {"subject": subject} if subject else None)
 
-    def stream_infos(self) -> list[dict]:
-        infos: list[dict] = []
-        offset = 0
+    def subject_count(self, stream: str, subject: str) -> int:
+        """Messages `stream` stores under `subject` (a wildcard is summed over its concrete subjects)."""
+        total, offset = 0, 0
         while True:
-            reply = self.request("$JS.API.STREAM.LIST", {"offset": offset})
-            page = reply.get("streams") or []
-            infos.extend(page)
+            reply = self.request(f"$JS.API.STREAM.INFO.{stream}", {"subjects_filter": subject, "offset": offset},
+                                 stream=stream)
+            page = (reply.get("state") or {}).get("subjects") or {}
+            total += sum(int(n) for n in page.values())
             offset += len(page)
-            if not page or offset >= int(reply.get("total", 0)):
-                return infos
+            if not page or offset >= int(reply.get("total") or 0):
+                return total
 
     def msg_get(self, stream: str, seq: int, next_by_subj: str | None = None) -> dict | None:
         """The stored message at `seq` (or, with `next_by_subj`, the first at or after it under
@@ -395,6 +460,10 @@ class JetStream:
             if exc.err_code == NO_MESSAGE:
                 return None
             raise
+
+    def msg_delete(self, stream: str, seq: int) -> None:
+        """Remove one stored message (`no_erase`: marked deleted, not overwritten)."""
+        self.request(f"$JS.API.STREAM.MSG.DELETE.{stream}", {"seq": seq, "no_erase": True}, stream=stream)
 
     # -- consumers -----------------------------------------------------------------
     def consumer_info(self, stream: str, name: str) -> dict | None:
@@ -411,18 +480,13 @@ class JetStream:
         return self.request(f"$JS.API.CONSUMER.CREATE.{stream}.{name}", body, stream=stream, consumer=name)
 
     def consumer_delete(self, stream: str, name: str) -> None:
+        """Delete the consumer; one that (or whose stream) does not exist is already gone."""
         try:
-            self.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", stream=stream, consumer=name)
+            self._run(self.nc.jsm(timeout=self.timeout).delete_consumer(stream, name),
+                      f"$JS.API.CONSUMER.DELETE.{stream}.{name}", self.timeout, stream=stream, consumer=name)
         except (ConsumerNotFound, StreamNotFound):
             pass
 
     def consumer_infos(self, stream: str) -> list[dict]:
-        infos: list[dict] = []
-        offset = 0
-        while True:
-            reply = self.request(f"$JS.API.CONSUMER.LIST.{stream}", {"offset": offset}, stream=stream)
-            page = reply.get("consumers") or []
-            infos.extend(page)
-            offset += len(page)
-            if not page or offset >= int(reply.get("total", 0)):
-                return infos
+        """Every consumer's info on `stream`."""
+        return self._paged(f"$JS.API.CONSUMER.LIST.{stream}", "consumers", stream=stream)

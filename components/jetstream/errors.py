@@ -23,7 +23,11 @@ class ConfigError(EventBusError):
 
 
 class NatsConnectionError(EventBusError):
-    """No NATS server could be reached with the given servers and credentials."""
+    """No NATS server could be reached with the given servers and credentials, or it stopped answering."""
+
+
+class NoStreamForSubject(NatsConnectionError):
+    """A publish got no responders: no stream stores its subject (or JetStream is unreachable)."""
 
 
 class DataLossRefused(EventBusError):
@@ -56,10 +60,16 @@ class JetStreamAPIError(EventBusError):
         where = f"stream {stream}" if stream else "JetStream"
         if consumer:
             where += f", consumer {consumer}"
-        text = f"{where}: {description} (err_code {err_code})"
+        text = f"{where}: {self.reason}"
         if self.hint:
             text += f". {self.hint}"
         super().__init__(text)
+
+
+    @property
+    def reason(self) -> str:
+        """The server's description with its err_code, without the stream and consumer."""
+        return f"{self.description} (err_code {self.err_code})"
 
 
 class StreamNotFound(JetStreamAPIError):
@@ -123,3 +133,14 @@ def api_error(error: dict, *, stream: str | None = None, consumer: str | None = 
     if description.startswith("pedantic mode"):
         cls = PedanticRejection
     return cls(description, err_code=err_code, code=int(error.get("code", 0)), stream=stream, consumer=consumer)
+
+
+def from_nats(exc: Exception, *, stream: str | None = None, consumer: str | None = None) -> JetStreamAPIError:
+    """The typed error for one of nats-py's own JetStream API errors (`nats.js.errors.APIError`).
+
+    nats-py raises those from its JetStreamManager and JetStreamContext; mapping them here
+    gives the management client and the service binding one vocabulary keyed on err_code.
+    """
+    return api_error({"err_code": getattr(exc, "err_code", None) or 0, "code": getattr(exc, "code", None) or 0,
+                      "description": getattr(exc, "description", None) or type(exc).__name__},
+                     stream=stream, consumer=consumer)

@@ -6,23 +6,19 @@ request can be run again.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from components.jetstream.client import JetStream
+from components.jetstream.client import JetStream, connect_quickly
 from components.jetstream.errors import (
     EventBusError,
     JetStreamAPIError,
     NatsConnectionError,
-    StreamNotFound,
     SubjectOverlap,
-    api_error,
 )
-from components.migration.policy import unprocessed
+from components.jetstream.live import LiveConsumer, LiveStream
 from components.spec.stream import (
     DRAINED,
     MANAGED_METADATA,
@@ -78,68 +74,17 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, JetStreamAPIError) and exc.err_code in TRANSIENT_ERR_CODES
 
 
-def _pedantic(js: JetStream, body: dict) -> dict:
-    return {**body, "pedantic": True} if js.api_level() >= 1 else dict(body)
-
-
-def _request(js: JetStream, subject: str, body: dict | None, *, stream: str | None = None,
-             timeout: float = HAND_OVER_REQUEST_TIMEOUT) -> dict:
-    """A JetStream API request that fails as soon as the connection drops, not at its timeout.
-
-    A request written into a connection that then breaks never gets its reply; waiting
-    out the timeout would keep a released subject without a stream that much longer.
-    """
-    from nats.errors import NoRespondersError
-    from nats.errors import TimeoutError as NatsTimeout
-
-    from components.jetstream.client import _LOOP
-
-    nc = js.nc
-    payload = json.dumps(body).encode() if body is not None else b""
-
-    async def call() -> bytes:
-        if not nc.is_connected:
-            raise ConnectionResetError("not connected")
-        task = asyncio.ensure_future(nc.request(subject, payload, timeout=timeout))
-        while not task.done():
-            await asyncio.wait([task], timeout=0.02)
-            if not task.done() and not nc.is_connected:
-                task.cancel()
-                raise ConnectionResetError("connection lost while waiting for the reply")
-        return task.result().data
-
-    try:
-        data = _LOOP.run(call(), timeout=timeout + 5)
-    except (ConnectionResetError, NoRespondersError, NatsTimeout, asyncio.TimeoutError, TimeoutError) as exc:
-        raise NatsConnectionError(f"JetStream request {subject} failed on {js.settings.describe()}: "
-                                  f"{exc or type(exc).__name__}") from exc
-    reply = json.loads(data)
-    if "error" in reply:
-        raise api_error(reply["error"], stream=stream)
-    return reply
-
-
-def _update(js: JetStream, config: dict) -> dict:
-    name = config["name"]
-    return _request(js, f"$JS.API.STREAM.UPDATE.{name}", _pedantic(js, config), stream=name)
-
-
-def _info(js: JetStream, name: str) -> dict | None:
-    try:
-        return _request(js, f"$JS.API.STREAM.INFO.{name}", None, stream=name)
-    except StreamNotFound:
-        return None
-
-
-def _names(js: JetStream, subject: str) -> list[str]:
-    return list(_request(js, "$JS.API.STREAM.NAMES", {"subject": subject}).get("streams") or [])
+def _fast(js: JetStream) -> JetStream:
+    """`js` with the hand-over's short, fail-fast requests: a request whose connection drops
+    fails at once, so the retry comes promptly (every step here is idempotent)."""
+    return js.failing_fast(HAND_OVER_REQUEST_TIMEOUT)
 
 
 def _owners(js: JetStream, name: str, subjects: tuple[str, ...], takeover: list[str]) -> dict[str, list[str]]:
     """Streams other than `name` owning any of `subjects`; one outside `takeover` is an error naming it."""
     owners: dict[str, list[str]] = {}
     for subject in subjects:
-        for owner in _names(js, subject):
+        for owner in _fast(js).stream_names(subject):
             if owner != name:
                 owners.setdefault(owner, []).append(subject)
     for owner, wanted in sorted(owners.items()):
@@ -164,7 +109,7 @@ def hand_over(js: JetStream, name: str, subjects: tuple[str, ...], takeover: lis
     """
     releases = releases if releases is not None else []
     for owner in sorted(_owners(js, name, subjects, takeover)):
-        info = _info(js, owner)
+        info = _fast(js).stream_info(owner)
         if info is None:
             continue
         spec = StreamSpec.from_wire(info["config"])
@@ -172,9 +117,9 @@ def hand_over(js: JetStream, name: str, subjects: tuple[str, ...], takeover: lis
         keep = tuple(s for s in spec.subjects if s not in gone)
         if not any(r.owner == owner for r in releases):
             releases.append(Release(owner, info["config"], gone))
-        last = int(info["state"]["last_seq"])
+        last = LiveStream.from_info(info).last_seq
         managed = carried_metadata(info["config"], keep, released={s: last for s in gone})
-        _update(js, spec.model_copy(update={"subjects": keep}).wire(managed))
+        _fast(js).stream_update(spec.model_copy(update={"subjects": keep}).wire(managed))
     return releases
 
 
@@ -190,14 +135,14 @@ def _retrying(js: JetStream, deadline: float, step: Any) -> Any:
         try:
             # A fresh client (the cached one is replaced once it has lost its server), with a
             # connect timeout short enough to keep within the retry budget.
-            js = JetStream(js.settings.model_copy(update={"connect_timeout": RECONNECT_TIMEOUT}))
+            js = connect_quickly(js.settings, RECONNECT_TIMEOUT)
         except NatsConnectionError:
             if time.monotonic() >= deadline:
                 raise
 
 
 def _owned_by(js: JetStream, name: str, subjects: tuple[str, ...]) -> bool:
-    return all(_names(js, subject) == [name] for subject in subjects)
+    return all(_fast(js).stream_names(subject) == [name] for subject in subjects)
 
 
 def _give_back(js: JetStream, name: str, releases: list[Release], retry_timeout: float) -> str | None:
@@ -207,7 +152,7 @@ def _give_back(js: JetStream, name: str, releases: list[Release], retry_timeout:
             managed = {k: v for k, v in (release.before.get("metadata") or {}).items()
                        if k.startswith(MANAGED_METADATA)}
             try:
-                _update(js, StreamSpec.from_wire(release.before).wire(managed))
+                _fast(js).stream_update(StreamSpec.from_wire(release.before).wire(managed))
             except SubjectOverlap:
                 if not _owned_by(js, name, release.subjects):
                     raise
@@ -232,7 +177,7 @@ def claim(js: JetStream, spec: StreamSpec, config: dict, takeover: list[str], re
 
     def step(js: JetStream) -> dict:
         hand_over(js, spec.name, spec.subjects, takeover, releases)
-        return _update(js, config)
+        return _fast(js).stream_update(config)
 
     try:
         return _retrying(js, time.monotonic() + retry_timeout, step)
@@ -276,7 +221,7 @@ def apply_stream(js: JetStream, spec: StreamSpec, info: dict | None, takeover: l
         if info is None or current is None:
             return js.stream_create(spec.wire())
         gained = tuple(s for s in spec.subjects if s not in current.subjects)
-        last = int(info["state"]["last_seq"])
+        last = LiveStream.from_info(info).last_seq
         if gained and changed_fields(current.model_copy(update={"subjects": spec.subjects}), spec):
             staged = current.model_copy(update={"subjects": spec.subjects})
             info = js.stream_update(staged.wire(carried_metadata(info["config"], spec.subjects, {s: last for s in gained})))
@@ -293,7 +238,7 @@ def apply_stream(js: JetStream, spec: StreamSpec, info: dict | None, takeover: l
         staged = spec.model_copy(update={"subjects": current.subjects})
         if changed_fields(current, staged):
             info = js.stream_update(staged.wire(carried_metadata(info["config"], current.subjects)))
-    last = int(info["state"]["last_seq"])
+    last = LiveStream.from_info(info).last_seq
     claims = {s: last for s in spec.subjects if s not in current.subjects}
     return claim(js, spec, spec.wire(carried_metadata(info["config"], spec.subjects, claims)), takeover, retry_timeout)
 
@@ -303,8 +248,8 @@ def wait_for_drain(js: JetStream, stream: str, durable: str, timeout: float) -> 
     """Give services bound to a consumer up to `timeout` seconds to process what it still holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pending, ack_pending = unprocessed(js.consumer_info(stream, durable))
-        if not pending and not ack_pending:
+        info = js.consumer_info(stream, durable)
+        if info is None or not LiveConsumer.from_info(info).unprocessed:
             return
         time.sleep(0.25)
 
@@ -317,8 +262,8 @@ def record_drained(js: JetStream, stream: str, info: dict | None) -> None:
     """
     if not info:
         return
-    config = info["config"]
-    filters = config.get("filter_subjects") or [config.get("filter_subject") or ">"]
+    consumer = LiveConsumer.from_info(info)
+    filters = consumer.filters or (">",)
     with STREAM_WRITE_LOCK:
         stream_info = js.stream_info(stream)
         if stream_info is None:
@@ -327,7 +272,7 @@ def record_drained(js: JetStream, stream: str, info: dict | None) -> None:
         if not any(subjects_overlap(f, s) for f in filters for s in released):
             return
         managed = carried_metadata(stream_info["config"], tuple(stored_subjects(stream_info["config"])))
-        managed[DRAINED + info["name"]] = str(int((info.get("ack_floor") or {}).get("stream_seq", 0)))
+        managed[DRAINED + consumer.name] = str(consumer.ack_floor_stream_seq)
         js.stream_update(StreamSpec.from_wire(stream_info["config"]).wire(managed))
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.jetstream.client import ConnectionSettings, JetStream
+from components.jetstream.client import ConnectionSettings, JetStream, connect_quickly
 from components.jetstream.errors import ConfigError, JetStreamAPIError
 from components.spec.stack import PROJECT, StackConfig
 from components.spec.stream import StreamSpec
@@ -211,7 +211,7 @@ def check_server(connection: ConnectionSettings, stack: StackConfig, specs: Iter
 
     Raises EventBusError (NatsConnectionError) when the server cannot be asked.
     """
-    js = JetStream(connection.model_copy(update={"connect_timeout": 3.0}))
+    js = connect_quickly(connection)
     account = js.request("$JS.API.INFO")
     facts = ServerFacts.from_info(connection.describe(), getattr(js.nc, "_server_info", None) or {}, account)
     specs, existing = list(specs), list(existing)

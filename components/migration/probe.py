@@ -1,6 +1,6 @@
 """The routing probe and durable health: does each subject of a phase really reach the stream that should own it?
 
-The structural verify (`components.verify`) reads which stream *lists* which
+The structural verify (`components.migration.verify`) reads which stream *lists* which
 subjects. A stream can list a subject and still not store it: an account
 `mappings` entry, an import, a subject transform or a stale leaf node routes it
 elsewhere. The probe proves routing with a real message, per subject pattern of
@@ -42,15 +42,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nats.errors import NoRespondersError
-
-from components.cli import diagnostics as dx
 from components.jetstream.client import JetStream
-from components.jetstream.errors import JetStreamAPIError, NatsConnectionError
+from components.jetstream.errors import JetStreamAPIError, NoStreamForSubject
+from components.jetstream.live import LiveConsumer, LiveStream
 from components.migration.topology import Topology, phase_topology
 from components.migration.verify import Finding, Status
 from components.spec.stack import StackConfig
-from components.spec.stream import stored_subjects
 from components.spec.subjects import subjects_overlap
 
 #: Every probe's body starts with this, followed by the probe's Nats-Msg-Id.
@@ -140,12 +137,16 @@ class ProbeResult:
         return asdict(self)
 
 
-def _retention(js: JetStream, stream: str, infos: Mapping[str, dict | None]) -> str:
-    info = infos[stream] if stream in infos else js.stream_info(stream)
-    return str(((info or {}).get("config") or {}).get("retention", "limits"))
+def _retention(js: JetStream, stream: str, streams: Mapping[str, LiveStream | None]) -> str:
+    if stream in streams:
+        live = streams[stream]
+    else:
+        info = js.stream_info(stream)
+        live = LiveStream.from_info(info) if info else None
+    return str((live.config if live else {}).get("retention", "limits"))
 
 
-def probe_one(js: JetStream, plan: ProbePlan, infos: Mapping[str, dict | None]) -> ProbeResult:
+def probe_one(js: JetStream, plan: ProbePlan, streams: Mapping[str, LiveStream | None]) -> ProbeResult:
     """Publish, check the owner, read back, delete and confirm, for one planned probe.
 
     Raises NatsConnectionError only when the server cannot be asked at all (a timeout);
@@ -156,8 +157,8 @@ def probe_one(js: JetStream, plan: ProbePlan, infos: Mapping[str, dict | None]) 
         return _replace(base, status="warn", message=(
             f"{plan.pattern} -> {plan.stream}: not probed, every probe subject is read by {', '.join(plan.blocked_by)}; "
             "set probe.prefix to a token no durable filter matches"))
-    expected_info = infos.get(plan.stream)
-    if expected_info and (expected_info.get("config") or {}).get("deny_delete"):
+    expected = streams.get(plan.stream)
+    if expected and expected.config.get("deny_delete"):
         return _replace(base, status="warn", message=(
             f"{plan.pattern} -> {plan.stream}: not probed, the stream has deny_delete so a probe could never be "
             "removed; routing to it is unproven"))
@@ -167,11 +168,9 @@ def probe_one(js: JetStream, plan: ProbePlan, infos: Mapping[str, dict | None]) 
     try:
         ack = js.publish(plan.subject, body, headers={"Nats-Msg-Id": plan.msg_id, HEADER: plan.msg_id},
                          timeout=PUBLISH_TIMEOUT)
-    except NatsConnectionError as exc:
-        if isinstance(exc.__cause__, NoRespondersError):
-            return _replace(base, status="fail", message=(
-                f"{plan.pattern}: no stream stored {plan.subject} (no responders), expected {plan.stream}"))
-        raise
+    except NoStreamForSubject:
+        return _replace(base, status="fail", message=(
+            f"{plan.pattern}: no stream stored {plan.subject} (no responders), expected {plan.stream}"))
     except JetStreamAPIError as exc:
         return _replace(base, status="fail", message=f"{plan.pattern}: publishing {plan.subject} was refused: {exc}")
     rtt = round((time.perf_counter() - started) * 1000, 3)
@@ -187,7 +186,7 @@ def probe_one(js: JetStream, plan: ProbePlan, infos: Mapping[str, dict | None]) 
 
     stored = js.msg_get(actual, seq)
     if stored is None:
-        if _retention(js, actual, infos) == "interest":
+        if _retention(js, actual, streams) == "interest":
             notes.append(f"dropped at once by {actual} (interest retention, no consumer reads the probe subject); "
                          "the ack proves routing")
         else:
@@ -200,7 +199,7 @@ def probe_one(js: JetStream, plan: ProbePlan, infos: Mapping[str, dict | None]) 
         if subject != plan.subject:
             problems.append(f"stored under {subject}, not {plan.subject} (a subject transform or mapping)")
         try:
-            js.request(f"$JS.API.STREAM.MSG.DELETE.{actual}", {"seq": seq, "no_erase": True}, stream=actual)
+            js.msg_delete(actual, seq)
         except JetStreamAPIError as exc:
             problems.append(f"could not delete seq {seq} from {actual}: {exc.description} (err_code {exc.err_code}); "
                             "the probe stays stored until its max_age")
@@ -220,31 +219,63 @@ def _replace(result: ProbeResult, **changes: Any) -> ProbeResult:
     return ProbeResult(**{**asdict(result), **changes})
 
 
-def live_readers(js: JetStream, stack: StackConfig) -> tuple[list[Reader], dict[str, dict | None]]:
+def live_readers(js: JetStream, stack: StackConfig) -> tuple[list[Reader], dict[str, LiveStream | None]]:
     """The stack's durables plus every consumer on the managed streams (one without a filter reads all of its
-    stream's subjects), and the managed streams' infos."""
-    infos: dict[str, dict | None] = {name: js.stream_info(name) for name in stack.managed_names()}
+    stream's subjects), and the managed streams as the server holds them (None: absent)."""
+    streams: dict[str, LiveStream | None] = {}
+    for name in stack.managed_names():
+        info = js.stream_info(name)
+        streams[name] = LiveStream.from_info(info, js.consumer_infos(name)) if info else None
     readers = stack_readers(stack)
-    for name, info in infos.items():
-        if info is None:
+    for name, stream in streams.items():
+        if stream is None:
             continue
-        for consumer in js.consumer_infos(name):
-            config = consumer.get("config") or {}
-            filters = config.get("filter_subjects") or ([config["filter_subject"]] if config.get("filter_subject")
-                                                        else stored_subjects(info["config"]))
-            readers.append(Reader(f"{name}/{consumer['name']}", tuple(filters)))
-    return readers, infos
+        for consumer in stream.consumers.values():
+            readers.append(Reader(f"{name}/{consumer.name}", consumer.reading(stream.subjects)))
+    return readers, streams
 
 
 def run_probes(js: JetStream, stack: StackConfig, phase: int, run_id: str | None = None) -> list[ProbeResult]:
     """Probe every subject pattern of `phase` on the live server; nothing stays stored (see the module doc)."""
-    readers, infos = live_readers(js, stack)
+    readers, streams = live_readers(js, stack)
     topology = phase_topology(stack.model_copy(update={"phase": phase}))
     plans = plan_probes(topology, stack.probe.prefix, run_id or uuid.uuid4().hex[:12], readers)
-    return [probe_one(js, plan, infos) for plan in plans]
+    return [probe_one(js, plan, streams) for plan in plans]
 
 
 # -- durable health -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Thresholds:
+    """Health limits: a value above its limit fails the check. None: not checked."""
+
+    max_pending: int | None = None
+    max_ack_pending: int | None = None
+    max_redelivered: int | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: int
+    limit: int
+    ok: bool
+
+    @property
+    def message(self) -> str:
+        op = "<=" if self.ok else ">"
+        return f"{self.name} {self.value} {op} {self.limit}" + ("" if self.ok else " (threshold exceeded)")
+
+
+def health_checks(consumer: LiveConsumer, thresholds: Thresholds) -> tuple[Check, ...]:
+    """One check per threshold that is set, on the consumer's pending, ack pending and redelivered counts."""
+    limits = (
+        ("pending", consumer.pending, thresholds.max_pending),
+        ("ack pending", consumer.ack_pending, thresholds.max_ack_pending),
+        ("redelivered", consumer.redelivered, thresholds.max_redelivered),
+    )
+    return tuple(Check(name, value, limit, value <= limit) for name, value, limit in limits if limit is not None)
+
+
 @dataclass(frozen=True)
 class DurableHealth:
     """One durable on the stream the phase puts it on, checked against the stack's thresholds."""
@@ -254,7 +285,7 @@ class DurableHealth:
     pending: int
     ack_pending: int
     redelivered: int
-    checks: tuple[dx.Check, ...] = field(default=())
+    checks: tuple[Check, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -280,16 +311,15 @@ def health_report(stack: StackConfig, phase: int,
                   infos: Mapping[tuple[str, str], Mapping[str, Any] | None]) -> list[DurableHealth]:
     """Health of each durable of `phase` from its consumer info (keyed by (stream, durable)). A missing
     consumer is the structural verify's finding, so it is skipped here. Pure."""
-    limits = dx.Thresholds(stack.probe.max_pending, stack.probe.max_ack_pending, stack.probe.max_redelivered)
+    limits = Thresholds(stack.probe.max_pending, stack.probe.max_ack_pending, stack.probe.max_redelivered)
     out: list[DurableHealth] = []
     for spec in phase_topology(stack.model_copy(update={"phase": phase})).consumers:
         info = infos.get((spec.stream, spec.durable_name))
         if info is None:
             continue
-        report = dx.consumer_report(dx.ConsumerState.from_info(spec.stream, info), limits)
-        s = report.state
-        out.append(DurableHealth(spec.stream, spec.durable_name, s.pending, s.ack_pending, s.redelivered,
-                                 report.checks))
+        live = LiveConsumer.from_info(info)
+        out.append(DurableHealth(spec.stream, spec.durable_name, live.pending, live.ack_pending, live.redelivered,
+                                 health_checks(live, limits)))
     return out
 
 

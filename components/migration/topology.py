@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from components.jetstream.errors import SubjectOverlap
+from components.jetstream.live import LiveConsumer, LiveStream, LiveView  # noqa: F401 - re-exported
 from components.spec.consumer import ConsumerSpec
 from components.spec.stack import StackConfig
 from components.spec.stream import StreamSpec
@@ -71,49 +72,7 @@ def bindings(config: StackConfig) -> dict[str, dict[str, object]]:
             for d in config.table.durables}
 
 
-# -- the live snapshot and the plan ------------------------------------------------------
-@dataclass(frozen=True)
-class LiveConsumer:
-    pending: int = 0
-    ack_pending: int = 0
-
-    @property
-    def unprocessed(self) -> int:
-        return self.pending + self.ack_pending
-
-
-@dataclass(frozen=True)
-class LiveStream:
-    name: str
-    subjects: tuple[str, ...] = ()
-    messages: int = 0
-    last_seq: int = 0
-    consumers: dict[str, LiveConsumer] = field(default_factory=dict)
-    #: subject -> this stream's last sequence when it claimed the subject (stream metadata)
-    claimed: dict[str, int] = field(default_factory=dict)
-    #: subject -> this stream's last sequence when the tool released the subject
-    released: dict[str, int] = field(default_factory=dict)
-    #: durable -> (first seq, count) of messages under its filter stored here after the
-    #: subject was released, that no durable on this stream will deliver
-    stranded: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-    def owns_any(self, pattern: str) -> bool:
-        return any(subjects_overlap(pattern, s) for s in self.subjects)
-
-    def claim_position(self, pattern: str) -> int:
-        """Where a new durable for `pattern` starts (0: the beginning): after the last message
-        stored before this stream claimed the subjects covering it. A covering subject it
-        has owned since it was created (no claim recorded) means the beginning."""
-        covering = [s for s in self.subjects if subjects_overlap(pattern, s)]
-        if not covering or any(s not in self.claimed for s in covering):
-            return 0
-        return min(self.claimed[s] for s in covering)
-
-
-#: Existing managed streams by name; None when the server could not be read.
-LiveView = dict[str, LiveStream]
-
-
+# -- the plan (the live snapshot is components.jetstream.live) ---------------------------
 @dataclass(frozen=True)
 class Plan:
     streams: tuple[StreamSpec, ...]

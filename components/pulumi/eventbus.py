@@ -7,27 +7,24 @@ import uuid
 
 import pulumi
 
-from components.jetstream.client import ConnectionSettings, JetStream
+from components.jetstream.client import ConnectionSettings, JetStream, connect_quickly
 from components.jetstream.errors import EventBusError
+from components.jetstream.live import LiveConsumer, LiveStream, LiveView
 from components.migration import preflight
 from components.migration.topology import (
     EMPTY_STREAMS_NOTE,
-    LiveConsumer,
-    LiveStream,
-    LiveView,
     Plan,
     Topology,
     bindings,
     phase_topology,
     plan,
 )
-from components.migration.verify import stored_subjects
+from components.migration.verify import ownership
 from components.pulumi.consumer import Consumer
 from components.pulumi.gate import PhaseGate
 from components.pulumi.stream import Stream
 from components.spec.durations import ns
 from components.spec.stack import StackConfig
-from components.spec.stream import CLAIMED, DRAINED, RELEASED, recorded
 from components.spec.subjects import subjects_overlap
 
 #: A durable's fields that are fixed when it is created from the live state (its start
@@ -37,25 +34,12 @@ START_FIELDS = ["deliver_policy", "opt_start_seq"]
 
 def read_live(connection: ConnectionSettings, names: list[str]) -> LiveView:
     """What the server holds now for the managed streams (raises EventBusError if unreachable)."""
-    js = JetStream(connection.model_copy(update={"connect_timeout": 3.0}))
+    js = connect_quickly(connection)
     live: LiveView = {}
     for name in names:
         info = js.stream_info(name)
-        if info is None:
-            continue
-        consumers = {
-            c["name"]: LiveConsumer(int(c.get("num_pending", 0)), int(c.get("num_ack_pending", 0)))
-            for c in js.consumer_infos(name)
-        }
-        live[name] = LiveStream(
-            name=name,
-            subjects=tuple(stored_subjects(info["config"])),
-            messages=int(info["state"]["messages"]),
-            last_seq=int(info["state"]["last_seq"]),
-            consumers=consumers,
-            claimed=recorded(info["config"], CLAIMED),
-            released=recorded(info["config"], RELEASED),
-        )
+        if info is not None:
+            live[name] = LiveStream.from_info(info, js.consumer_infos(name))
     return live
 
 
@@ -72,8 +56,7 @@ def _preflight(connection: ConnectionSettings, stack: StackConfig, decided: Plan
 
 def read_ownership(connection: ConnectionSettings, topology: Topology) -> dict[str, tuple[str, ...]]:
     """subject -> the streams the server says own it, for every subject of `topology`."""
-    js = JetStream(connection.model_copy(update={"connect_timeout": 3.0}))
-    return {subject: tuple(sorted(js.stream_names(subject))) for s in topology.streams for subject in s.subjects}
+    return ownership(connect_quickly(connection), (subject for s in topology.streams for subject in s.subjects))
 
 
 def read_stranded(connection: ConnectionSettings, stack: StackConfig, live: LiveView) -> LiveView:
@@ -84,7 +67,7 @@ def read_stranded(connection: ConnectionSettings, stack: StackConfig, live: Live
     the stream has no such durable. Found with STREAM.MSG.GET next_by_subj; counted
     with a short-lived in-memory consumer that is deleted right away.
     """
-    js = JetStream(connection.model_copy(update={"connect_timeout": 3.0}))
+    js = connect_quickly(connection)
     out: LiveView = {}
     for name, stream in live.items():
         found: dict[str, tuple[int, int]] = {}
@@ -92,9 +75,7 @@ def read_stranded(connection: ConnectionSettings, stack: StackConfig, live: Live
             marks = [seq for subject, seq in stream.released.items() if subjects_overlap(subject, durable.filter_subject)]
             if not marks:
                 continue
-            info = js.stream_info(name)
-            drained = recorded(info["config"], DRAINED).get(durable.durable, 0) if info else 0
-            start = max([*marks, drained]) + 1
+            start = max([*marks, stream.drained.get(durable.durable, 0)]) + 1
             msg = js.msg_get(name, start, next_by_subj=durable.filter_subject)
             if msg is None:
                 continue
@@ -112,7 +93,7 @@ def _count(js: JetStream, stream: str, subject: str, first: int) -> int:
     info = js.request(f"$JS.API.CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream, "config": config},
                       stream=stream)
     js.consumer_delete(stream, name)
-    return int(info.get("num_pending", 0))
+    return LiveConsumer.from_info(info).pending
 
 
 class EventBus(pulumi.ComponentResource):
