@@ -109,7 +109,7 @@ class ConsumerSpec(WireModel):
                 data = {**data, "max_waiting": 512}
         # ... and a pinned_client policy a 2m pin timeout.
         if isinstance(data, dict) and (data.get("priority_policy") or data.get("priorityPolicy")) == "pinned_client":
-            if not (data.get("priority_timeout") or data.get("priorityTimeout")):
+            if data.get("priority_timeout", data.get("priorityTimeout")) in (None, "", "0", 0):
                 data = {**data, "priority_timeout": "2m"}
         return data
 
