@@ -129,15 +129,15 @@ def _row_id(row: Any) -> str:
     return f"{values[0]}:{values[3]}:{'+'.join(f'{k}={v}' for k, v in values[2].items())}"[:80]
 
 
-def _stream(values: dict[str, Any]) -> StreamSpec:
+def row_stream(values: dict[str, Any]) -> StreamSpec:
     return StreamSpec.model_validate({**STREAM.model_dump(), **values})
 
 
-def _consumer(values: dict[str, Any]) -> ConsumerSpec:
+def row_consumer(values: dict[str, Any]) -> ConsumerSpec:
     return ConsumerSpec.model_validate({**PULL.model_dump(), **values})
 
 
-def _create_stream(js: JetStream, spec: StreamSpec) -> None:
+def create_row_stream(js: JetStream, spec: StreamSpec) -> None:
     """Create `spec` the only way the server allows: a sealed stream is sealed by an update."""
     js.stream_create(spec.model_copy(update={"sealed": False}).wire() if spec.sealed else spec.wire())
     if spec.sealed:
@@ -175,8 +175,8 @@ def _client(request: pytest.FixtureRequest) -> JetStream:
 def test_update_stream_field_in_place_server_and_replace_reasons_agree(
     request: pytest.FixtureRequest, field: str, initial: dict, new: dict, expected: str) -> None:
     js = _client(request)
-    old_spec, new_spec = _stream(initial), _stream({**initial, **new})
-    _create_stream(js, old_spec)
+    old_spec, new_spec = row_stream(initial), row_stream({**initial, **new})
+    create_row_stream(js, old_spec)
     reasons = stream_replace_reasons(old_spec, new_spec)
 
     server = _in_place(lambda: js.stream_update(new_spec.wire()),
@@ -191,9 +191,9 @@ def test_update_stream_field_in_place_server_and_replace_reasons_agree(
 def test_create_stream_with_field_value_reads_back_the_same_spec(
     request: pytest.FixtureRequest, field: str, initial: dict, new: dict, expected: str) -> None:
     js = _client(request)
-    spec = _stream({**initial, **new})
+    spec = row_stream({**initial, **new})
 
-    _create_stream(js, spec)
+    create_row_stream(js, spec)
 
     assert StreamSpec.from_wire(js.stream_info(spec.name)["config"]) == spec
     assert _stream_as_served(js, spec.name) == spec
@@ -209,7 +209,7 @@ def fields_stream(js: JetStream) -> JetStream:
 def test_update_consumer_field_in_place_server_and_replace_reasons_agree(
     fields_stream: JetStream, field: str, initial: dict, new: dict, expected: str) -> None:
     js = fields_stream
-    old_spec, new_spec = _consumer(initial), _consumer({**initial, **new})
+    old_spec, new_spec = row_consumer(initial), row_consumer({**initial, **new})
     js.consumer_upsert(old_spec.stream, old_spec.wire(), "create")
     reasons = consumer_replace_reasons(old_spec, new_spec)
 
@@ -225,7 +225,7 @@ def test_update_consumer_field_in_place_server_and_replace_reasons_agree(
 @pytest.mark.parametrize(("field", "initial", "new", "expected"), CONSUMER_ROWS, ids=[_row_id(r) for r in CONSUMER_ROWS])
 def test_create_consumer_with_field_value_reads_back_the_same_spec(
     fields_stream: JetStream, field: str, initial: dict, new: dict, expected: str) -> None:
-    spec = _consumer({**initial, **new})
+    spec = row_consumer({**initial, **new})
 
     info = fields_stream.consumer_upsert(spec.stream, spec.wire(), "create")
 
@@ -246,7 +246,7 @@ def test_check_spec_fields_without_a_row_fails_naming_them(spec_cls: type, rows:
 
 
 def test_required_api_levels_of_new_features_name_each_field() -> None:
-    spec = _stream({**TTL, "subject_delete_marker_ttl": "5s", "allow_atomic": True})
+    spec = row_stream({**TTL, "subject_delete_marker_ttl": "5s", "allow_atomic": True})
 
     assert required_api_levels(spec) == {"allow_msg_ttl": 1, "subject_delete_marker_ttl": 1, "allow_atomic": 2}
     assert required_api_levels(STREAM) == {}
