@@ -119,6 +119,14 @@ BAD_INPUT = [
     ("backoff", {"backoff": ["1s"], "ack_wait": "60s"}),
     ("max_waiting", {"deliver_subject": "deliver.x", "max_waiting": 10}),
     ("opt_start_seq", {"deliver_policy": "by_start_sequence"}),
+    ("priority_groups", {"priority_policy": "overflow"}),
+    ("priority_policy", {"priority_groups": ["jobs"]}),
+    ("priority_policy", {"priority_policy": "overflow", "priority_groups": ["jobs"], "deliver_subject": "deliver.x",
+                         "max_waiting": None}),
+    ("pause_until", {"pause_until": "next tuesday"}),
+    ("pause_until", {"pause_until": "2100-01-01T00:00:00"}),
+    ("sample_freq", {"sample_freq": "half"}),
+    ("max_expires", {"max_expires": "500us"}),
 ]
 
 

@@ -167,6 +167,12 @@ BAD_INPUT = [
     ("max_msgs", {"max_msgs": 0}),
     ("compression", {"compression": "gzip"}),
     ("retention", {"retention": "forever"}),
+    ("discard_new_per_subject", {"discard_new_per_subject": True}),
+    ("subject_delete_marker_ttl", {"subject_delete_marker_ttl": "5s"}),
+    ("subject_delete_marker_ttl", {"subject_delete_marker_ttl": "500ms", "allow_msg_ttl": True, "allow_rollup_hdrs": True}),
+    ("allow_msg_counter", {"allow_msg_counter": True, "allow_msg_ttl": True}),
+    ("allow_rollup_hdrs", {"allow_rollup_hdrs": True, "deny_purge": True}),
+    ("republish.destination", {"republish": {"source": "orders.>"}}),
 ]
 
 

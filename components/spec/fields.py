@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
@@ -86,7 +87,7 @@ class CreateOnly(Rule):
 class When(Rule):
     """A change replaces when `test(old, new)` says so (e.g. to or from workqueue)."""
 
-    test: Callable[[Any, Any], bool] = lambda _old, _new: False
+    test: Callable[[Any, Any], bool]
 
     def replaces(self, old: Any, new: Any) -> bool:
         return old != new and self.test(old, new)
@@ -117,7 +118,7 @@ def _parts(annotation: Any) -> tuple[Any, tuple[Any, ...]]:
         if get_origin(annotation) is Annotated:
             annotation, *extra = get_args(annotation)
             metadata += tuple(extra)
-        elif get_origin(annotation) is Union or type(annotation).__name__ == "UnionType":
+        elif get_origin(annotation) in (Union, UnionType):
             options = [a for a in get_args(annotation) if a is not type(None)]
             if len(options) != 1:
                 return annotation, metadata
