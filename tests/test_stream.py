@@ -13,6 +13,7 @@ from components.migration.verify import stored_subjects
 from components.pulumi.stream import StreamProvider
 from components.spec.stream import StreamSpec
 from tests.harness import NatsServer
+from tests.test_spec_fields import ORIGIN, STREAM_ROWS, create_row_stream, row_stream
 
 P = StreamProvider()
 BASE = StreamSpec(name="ORDERS", subjects=["orders.>"], max_age="48h", compression="s2")
@@ -26,66 +27,51 @@ def changed(spec: StreamSpec, **update: Any) -> StreamSpec:
     return StreamSpec.model_validate({**spec.model_dump(), **update})
 
 
-UPDATABLE = [
-    ("subjects", {"subjects": ("orders.>", "refunds.*")}),
-    ("max_age", {"max_age": "72h"}),
-    ("max_msgs", {"max_msgs": 1000}),
-    ("max_bytes", {"max_bytes": 1 << 20}),
-    ("max_msgs_per_subject", {"max_msgs_per_subject": 10}),
-    ("max_msg_size", {"max_msg_size": 4096}),
-    ("discard", {"discard": "new"}),
-    ("duplicate_window", {"duplicate_window": "5m"}),
-    ("compression", {"compression": "none"}),
-    ("description", {"description": "orders"}),
-    ("metadata", {"metadata": {"team": "platform"}}),
-    ("allow_direct", {"allow_direct": True}),
-    ("allow_rollup_hdrs", {"allow_rollup_hdrs": True}),
-    ("retention", {"retention": "interest"}),
-    ("deny_delete", {"deny_delete": True}),
-    ("deny_purge", {"deny_purge": True}),
-    ("sealed", {"sealed": True}),
-]
+def _rows(expected: str) -> list[tuple[str, dict, dict]]:
+    """The single-server rows of the field table (tests/test_spec_fields.py) the server treats as `expected`."""
+    rows = [row for row in STREAM_ROWS if not hasattr(row, "marks")]
+    return [(f, initial, new) for f, initial, new, kind in rows if kind == expected]  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(("field", "update"), UPDATABLE, ids=[u[0] for u in UPDATABLE])
+UPDATABLE, FIXED = _rows("update"), _rows("replace")
+
+
+def _ids(rows: list[tuple[str, dict, dict]]) -> list[str]:
+    return [f"{f}-{i}" for i, (f, _, _) in enumerate(rows)]
+
+
+@pytest.mark.parametrize(("field", "initial", "update"), UPDATABLE, ids=_ids(UPDATABLE))
 def test_diff_updatable_field_change_is_update_and_server_applies_it_in_place(
-    js: JetStream, nats_server: NatsServer, field: str, update: dict) -> None:
-    created = P.create(props(BASE, nats_server.url))
-    new = changed(BASE, **update)
-
-    diff = P.diff(created.id, created.outs, props(new, nats_server.url))
-
-    assert diff.changes is True
-    assert diff.replaces == []
-    after = P.update(created.id, created.outs, props(new, nats_server.url))
-    assert StreamSpec.from_wire(js.stream_info("ORDERS")["config"]) == new
-    assert P.diff(created.id, after.outs, props(new, nats_server.url)).changes is False
-
-
-FIXED = [
-    ("storage", BASE, {"storage": "memory"}),
-    ("retention", BASE, {"retention": "workqueue"}),
-    ("deny_delete", changed(BASE, deny_delete=True), {"deny_delete": False}),
-    ("deny_purge", changed(BASE, deny_purge=True), {"deny_purge": False}),
-    ("mirror", StreamSpec(name="ORDERS"), {"mirror": {"name": "ORIGIN"}, "subjects": ()}),
-]
-
-
-@pytest.mark.parametrize(("field", "base", "update"), FIXED, ids=[f[0] for f in FIXED])
-def test_diff_fixed_field_change_is_replace_and_server_refuses_it_in_place(
-    js: JetStream, nats_server: NatsServer, field: str, base: StreamSpec, update: dict) -> None:
-    js.stream_create(StreamSpec(name="ORIGIN", subjects=["origin.>"]).wire())
+    js: JetStream, nats_server: NatsServer, field: str, initial: dict, update: dict) -> None:
+    js.stream_create(ORIGIN.wire())
+    base = row_stream(initial)
     created = P.create(props(base, nats_server.url))
     new = changed(base, **update)
 
     diff = P.diff(created.id, created.outs, props(new, nats_server.url))
 
     assert diff.changes is True
-    assert diff.replaces == [field]
+    assert diff.replaces == []
+    after = P.update(created.id, created.outs, props(new, nats_server.url))
+    assert StreamSpec.from_wire(js.stream_info(base.name)["config"]) == new
+    assert P.diff(created.id, after.outs, props(new, nats_server.url)).changes is False
+
+
+@pytest.mark.parametrize(("field", "initial", "update"), FIXED, ids=_ids(FIXED))
+def test_diff_fixed_field_change_is_replace_before_anything_is_deleted(
+    js: JetStream, nats_server: NatsServer, field: str, initial: dict, update: dict) -> None:
+    # Whether the server refuses it in place is tests/test_spec_fields.py's row; here: the plan.
+    js.stream_create(ORIGIN.wire())
+    base = row_stream(initial)
+    create_row_stream(js, base)
+    outs = P.read(base.name, props(base, nats_server.url)).outs
+    new = changed(base, **update)
+
+    diff = P.diff(base.name, outs, props(new, nats_server.url))
+
+    assert diff.changes is True
+    assert field in diff.replaces
     assert diff.delete_before_replace is True
-    with pytest.raises(ImmutableFieldChange) as refused:
-        js.stream_update(new.wire())
-    assert refused.value.err_code in (10052, 10055)
 
 
 def test_diff_sealed_turned_off_is_replace_and_server_refuses_to_unseal(js: JetStream, nats_server: NatsServer) -> None:
@@ -181,6 +167,12 @@ BAD_INPUT = [
     ("max_msgs", {"max_msgs": 0}),
     ("compression", {"compression": "gzip"}),
     ("retention", {"retention": "forever"}),
+    ("discard_new_per_subject", {"discard_new_per_subject": True}),
+    ("subject_delete_marker_ttl", {"subject_delete_marker_ttl": "5s"}),
+    ("subject_delete_marker_ttl", {"subject_delete_marker_ttl": "500ms", "allow_msg_ttl": True, "allow_rollup_hdrs": True}),
+    ("allow_msg_counter", {"allow_msg_counter": True, "allow_msg_ttl": True}),
+    ("allow_rollup_hdrs", {"allow_rollup_hdrs": True, "deny_purge": True}),
+    ("republish.destination", {"republish": {"source": "orders.>"}}),
 ]
 
 

@@ -23,6 +23,7 @@ from components.migration.topology import Plan, Topology, phase_topology, plan
 from components.migration.verify import Finding, passed
 from components.spec.durations import format_duration
 from components.spec.stack import PROJECT, STACK_KEYS, StackConfig
+from components.spec.stream import StreamSpec
 from components.spec.subjects import subjects_overlap
 
 #: The project's key prefix in `Pulumi.<stack>.yaml`.
@@ -92,6 +93,10 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: I
 
 
 # -- stream info -----------------------------------------------------------------------
+#: The stream config fields `stream info` shows, read through the spec's own wire declarations.
+SPEC_COLUMNS = ("retention", "replicas", "storage", "compression", "max_age")
+
+
 @dataclass(frozen=True)
 class StreamState:
     """One managed stream as the server reports it (or `exists=False`)."""
@@ -124,11 +129,7 @@ class StreamState:
             role=role,
             exists=True,
             subjects=live.subjects,
-            retention=str(config.get("retention", "limits")),
-            replicas=int(config.get("num_replicas") or 1),
-            storage=str(config.get("storage", "file")),
-            compression=str(config.get("compression") or "none"),
-            max_age=format_duration(int(config.get("max_age") or 0)),
+            **{name: StreamSpec.field_from_wire(name, config) for name in SPEC_COLUMNS},
             messages=live.messages,
             bytes=live.bytes,
             consumers=live.consumer_count,
@@ -150,7 +151,7 @@ def stream_states(stack: StackConfig, infos: Mapping[str, Mapping[str, Any] | No
 
 
 def format_streams(states: Sequence[StreamState], url: str) -> str:
-    headers = ["STREAM", "ROLE", "SUBJECTS", "RETENTION", "REPLICAS", "STORAGE", "COMPRESSION", "MAX AGE",
+    headers = ["STREAM", "ROLE", "SUBJECTS", *(c.replace("_", " ").upper() for c in SPEC_COLUMNS),
                "MESSAGES", "BYTES", "CONSUMERS", "FIRST SEQ", "LAST SEQ"]
     rows = []
     for s in states:
@@ -158,8 +159,8 @@ def format_streams(states: Sequence[StreamState], url: str) -> str:
             rows.append([s.name, s.role, "(missing)", *["-"] * 10])
             continue
         rows.append([
-            s.name, s.role, ", ".join(s.subjects) or "(none)", s.retention, str(s.replicas), s.storage,
-            s.compression, s.max_age, count(s.messages), human_bytes(s.bytes), str(s.consumers),
+            s.name, s.role, ", ".join(s.subjects) or "(none)", *(str(getattr(s, c)) for c in SPEC_COLUMNS),
+            count(s.messages), human_bytes(s.bytes), str(s.consumers),
             str(s.first_seq), str(s.last_seq),
         ])
     present = sum(1 for s in states if s.exists)

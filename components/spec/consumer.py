@@ -1,45 +1,85 @@
-"""A durable consumer's desired state, and what the server cannot change in place."""
+"""A durable consumer's desired state, and what the server cannot change in place.
+
+Each field declares its wire name, unit and in-place rule next to it (`components.spec.fields`);
+`wire`, `from_wire`, `props` and `replace_reasons` derive from that.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator, model_validator
 
-from components.spec.durations import Duration, format_duration, ns
-from components.spec.subjects import name_problem, subject_problem, subjects_overlap
+from components.spec import fields
+from components.spec.durations import ns
+from components.spec.fields import Duration, Fixed, When, Wire, WireModel, subject_list
+from components.spec.subjects import name_problem, subject_problem
 
 
-class ConsumerSpec(BaseModel):
+def _fixed(field: str) -> Fixed:
+    return Fixed(f"{field} cannot be updated (10012)")
+
+
+def _rfc3339(value: object) -> object:
+    # The server keeps times in UTC and prints them so: hold them the same way.
+    if not isinstance(value, str):
+        return value
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"expected an RFC 3339 time like '2030-01-01T00:00:00Z', got {value!r}") from exc
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone; end it with Z or an offset like +02:00")
+    text = moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+    return text + "Z"
+
+
+class ConsumerSpec(WireModel):
     """A durable consumer's desired config, in the units people write."""
 
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-    stream: str = Field(description="The stream the consumer reads; moving it means a new consumer")
-    durable_name: str
+    stream: Annotated[str, Fixed("a consumer cannot move to another stream")] = Field(
+        description="The stream the consumer reads; moving it means a new consumer")
+    durable_name: Annotated[str, Fixed("a durable cannot be renamed")]
     description: str = ""
-    deliver_policy: Literal["all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject"] = "all"
-    opt_start_seq: int | None = Field(default=None, ge=1)
-    opt_start_time: str | None = None
-    ack_policy: Literal["explicit", "all", "none"] = "explicit"
+    deliver_policy: Annotated[Literal["all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject"],
+                              _fixed("deliver_policy")] = "all"
+    opt_start_seq: Annotated[int | None, _fixed("opt_start_seq")] = Field(default=None, ge=1)
+    opt_start_time: Annotated[str | None, _fixed("opt_start_time")] = None
+    ack_policy: Annotated[Literal["explicit", "all", "none"], _fixed("ack_policy")] = "explicit"
     ack_wait: Duration = Field(default="30s", description='How long a delivery waits for its ack, e.g. "60s"')
     max_deliver: int = Field(default=-1, description="Deliveries per message; -1 for no limit")
     backoff: tuple[Duration, ...] = ()
-    filter_subjects: tuple[str, ...] = ()
-    replay_policy: Literal["instant", "original"] = "instant"
+    filter_subjects: Annotated[tuple[str, ...], subject_list(
+        "filter subjects {a!r} and {b!r} overlap (10138); keep only one", one=True)] = ()
+    replay_policy: Annotated[Literal["instant", "original"], _fixed("replay_policy")] = "instant"
     max_ack_pending: int = 1000
-    max_waiting: int | None = Field(default=None, description="Pull requests waiting at once (pull only, default 512)")
+    max_waiting: Annotated[int | None, _fixed("max_waiting")] = Field(
+        default=None, description="Pull requests waiting at once (pull only, default 512)")
     inactive_threshold: Duration = "0"
-    replicas: int = Field(default=0, ge=0, le=5, description="0 follows the stream's replicas")
-    mem_storage: bool = False
+    replicas: Annotated[int, Wire("num_replicas")] = Field(default=0, ge=0, le=5, description="0 follows the stream's replicas")
+    mem_storage: Annotated[bool, _fixed("mem_storage")] = False
     headers_only: bool = False
     metadata: dict[str, str] = Field(default_factory=dict)
+    sample_freq: str = Field(default="", pattern=r"^(\d{1,3}%?)?$", description='Share of acks sampled as advisories, e.g. "10%"')
+    pause_until: Annotated[str | None, Wire(api_level=1), Fixed(
+        "pause_until is kept on update (pause or resume with $JS.API.CONSUMER.PAUSE)")] = Field(
+        default=None, description="RFC 3339 time until which the consumer delivers nothing")
+    # pull consumers
+    max_batch: int = Field(default=0, ge=0, description="Most messages one pull request may ask for; 0 for no limit")
+    max_expires: Duration = Field(default="0", description='Longest wait one pull request may ask for, e.g. "30s"')
+    max_bytes: int = Field(default=0, ge=0, description="Most bytes one pull request may ask for; 0 for no limit")
+    priority_groups: Annotated[tuple[str, ...], Wire(api_level=1)] = Field(
+        default=(), description="Groups pull requests name to be served by priority_policy")
+    priority_policy: Annotated[Literal["overflow", "pinned_client", "prioritized"] | None, Wire(api_level=1)] = None
+    priority_timeout: Annotated[Duration, Wire(api_level=1)] = Field(
+        default="0", description='How long a pinned client keeps its pin without pulling (pinned_client; server default "2m")')
     # push consumers
-    deliver_subject: str | None = None
+    deliver_subject: Annotated[str | None, When(
+        "a consumer cannot switch between push and pull", lambda a, b: (a is None) != (b is None))] = None
     deliver_group: str | None = None
-    flow_control: bool = False
-    idle_heartbeat: Duration = "0"
+    flow_control: Annotated[bool, _fixed("flow_control")] = False
+    idle_heartbeat: Annotated[Duration, _fixed("idle_heartbeat")] = "0"
     rate_limit_bps: int = Field(default=0, ge=0)
 
     @field_validator("stream", "durable_name")
@@ -50,22 +90,10 @@ class ConsumerSpec(BaseModel):
             raise ValueError(problem)
         return value
 
-    @field_validator("filter_subjects", mode="before")
+    @field_validator("pause_until", mode="before")
     @classmethod
-    def _one_filter(cls, value: object) -> object:
-        return (value,) if isinstance(value, str) else value
-
-    @field_validator("filter_subjects", mode="after")
-    @classmethod
-    def _filters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for subject in value:
-            if problem := subject_problem(subject):
-                raise ValueError(problem)
-        for i, a in enumerate(value):
-            for b in value[i + 1 :]:
-                if subjects_overlap(a, b):
-                    raise ValueError(f"filter subjects {a!r} and {b!r} overlap (10138); keep only one")
-        return tuple(sorted(value))
+    def _pause_until(cls, value: object) -> object:
+        return _rfc3339(value)
 
     @field_validator("metadata")
     @classmethod
@@ -79,6 +107,10 @@ class ConsumerSpec(BaseModel):
         if isinstance(data, dict) and not (data.get("deliver_subject") or data.get("deliverSubject")):
             if data.get("max_waiting") is None and data.get("maxWaiting") is None:
                 data = {**data, "max_waiting": 512}
+        # ... and a pinned_client policy a 2m pin timeout.
+        if isinstance(data, dict) and (data.get("priority_policy") or data.get("priorityPolicy")) == "pinned_client":
+            if data.get("priority_timeout", data.get("priorityTimeout")) in (None, "", "0", 0):
+                data = {**data, "priority_timeout": "2m"}
         return data
 
     @model_validator(mode="after")
@@ -112,81 +144,51 @@ class ConsumerSpec(BaseModel):
                 raise ValueError("max_waiting applies to pull consumers only; drop it or drop deliver_subject")
             if self.flow_control and not ns(self.idle_heartbeat):
                 raise ValueError("flow_control needs idle_heartbeat")
+        self._check_priority()
+        if 0 < ns(self.max_expires) < ns("1ms"):
+            raise ValueError("max_expires must be at least 1ms")
         return self
+
+    def _check_priority(self) -> None:
+        """The server's rules for priority groups (10178 and its neighbours)."""
+        if self.priority_policy is None:
+            if self.priority_groups or ns(self.priority_timeout):
+                raise ValueError("priority_groups and priority_timeout need a priority_policy")
+            return
+        if not self.pull:
+            raise ValueError("priority groups are for pull consumers only; drop deliver_subject or priority_policy")
+        if not self.priority_groups:
+            raise ValueError(f"priority_policy {self.priority_policy} needs priority_groups")
+        if self.priority_policy != "pinned_client" and ns(self.priority_timeout):
+            raise ValueError("priority_timeout applies to priority_policy pinned_client only")
 
     @property
     def pull(self) -> bool:
         return self.deliver_subject is None
 
     def wire(self) -> dict:
-        cfg: dict[str, Any] = {
-            "durable_name": self.durable_name,
-            "deliver_policy": self.deliver_policy,
-            "ack_policy": self.ack_policy,
-            "max_deliver": self.max_deliver,
-            "replay_policy": self.replay_policy,
-            "num_replicas": self.replicas,
-        }
-        if self.ack_policy != "none":
-            cfg["ack_wait"] = ns(self.ack_wait)
-            cfg["max_ack_pending"] = self.max_ack_pending
-        optional = {
-            "description": self.description or None,
-            "opt_start_seq": self.opt_start_seq,
-            "opt_start_time": self.opt_start_time,
-            "backoff": [ns(b) for b in self.backoff] or None,
-            "inactive_threshold": ns(self.inactive_threshold) or None,
-            "mem_storage": self.mem_storage or None,
-            "headers_only": self.headers_only or None,
-            "metadata": dict(self.metadata) or None,
-            "max_waiting": self.max_waiting,
-            "deliver_subject": self.deliver_subject,
-            "deliver_group": self.deliver_group,
-            "flow_control": self.flow_control or None,
-            "idle_heartbeat": ns(self.idle_heartbeat) or None,
-            "rate_limit_bps": self.rate_limit_bps or None,
-        }
-        cfg.update({k: v for k, v in optional.items() if v is not None})
+        """The config the JetStream API takes: wire names, durations in nanoseconds.
+
+        One filter goes as `filter_subject`, several as `filter_subjects`; with ack policy
+        none, no ack wait and no ack limit.
+        """
+        cfg = self.wire_fields()
+        cfg.pop("stream")
+        if self.ack_policy == "none":
+            cfg.pop("ack_wait", None), cfg.pop("max_ack_pending", None)
         if len(self.filter_subjects) == 1:
-            cfg["filter_subject"] = self.filter_subjects[0]
-        elif self.filter_subjects:
-            cfg["filter_subjects"] = list(self.filter_subjects)
+            cfg["filter_subject"] = cfg.pop("filter_subjects")[0]
         return cfg
 
     @classmethod
     def from_wire(cls, stream: str, config: dict) -> ConsumerSpec:
-        filters = config.get("filter_subjects") or ([config["filter_subject"]] if config.get("filter_subject") else [])
-        data: dict[str, Any] = {
-            "stream": stream,
-            "durable_name": config.get("durable_name") or config["name"],
-            "description": config.get("description") or "",
-            "deliver_policy": config.get("deliver_policy", "all"),
-            "opt_start_seq": config.get("opt_start_seq") or None,
-            "opt_start_time": config.get("opt_start_time") or None,
-            "ack_policy": config.get("ack_policy", "explicit"),
-            "ack_wait": format_duration(int(config.get("ack_wait") or 30_000_000_000)),
-            "max_deliver": config.get("max_deliver", -1) or -1,
-            "backoff": [format_duration(int(b)) for b in config.get("backoff") or []],
-            "filter_subjects": filters,
-            "replay_policy": config.get("replay_policy", "instant"),
-            "max_ack_pending": config.get("max_ack_pending") or 1000,
-            "max_waiting": config.get("max_waiting") if not config.get("deliver_subject") else None,
-            "inactive_threshold": format_duration(int(config.get("inactive_threshold") or 0)),
-            "replicas": config.get("num_replicas") or 0,
-            "mem_storage": bool(config.get("mem_storage")),
-            "headers_only": bool(config.get("headers_only")),
-            "metadata": config.get("metadata") or {},
-            "deliver_subject": config.get("deliver_subject") or None,
-            "deliver_group": config.get("deliver_group") or None,
-            "flow_control": bool(config.get("flow_control")),
-            "idle_heartbeat": format_duration(int(config.get("idle_heartbeat") or 0)),
-            "rate_limit_bps": config.get("rate_limit_bps") or 0,
-        }
+        """The spec a server-reported consumer config amounts to (defaults normalised)."""
+        data = cls.fields_from_wire(config)
+        data["stream"] = stream
+        data.setdefault("durable_name", config.get("name"))
+        if config.get("filter_subject") and not config.get("filter_subjects"):
+            data["filter_subjects"] = [config["filter_subject"]]
         return cls.model_validate(data)
-
-    def props(self, *, full: bool = False) -> dict[str, Any]:
-        """Flat Pulumi properties: inputs only what differs from the defaults (see StreamSpec.props)."""
-        return self.model_dump(mode="json", exclude_defaults=not full)
 
     @property
     def id(self) -> str:
@@ -195,17 +197,4 @@ class ConsumerSpec(BaseModel):
 
 def replace_reasons(old: ConsumerSpec, new: ConsumerSpec) -> dict[str, str]:
     """Fields whose change needs the consumer deleted and created again (server: 10012)."""
-    reasons: dict[str, str] = {}
-    if old.stream != new.stream:
-        reasons["stream"] = "a consumer cannot move to another stream"
-    if old.durable_name != new.durable_name:
-        reasons["durable_name"] = "a durable cannot be renamed"
-    if old.pull != new.pull:
-        reasons["deliver_subject"] = "a consumer cannot switch between push and pull"
-    for field in ("deliver_policy", "opt_start_seq", "opt_start_time", "ack_policy", "replay_policy",
-                  "flow_control", "idle_heartbeat", "mem_storage", "max_waiting"):
-        if getattr(old, field) != getattr(new, field):
-            reasons[field] = f"{field} cannot be updated (10012)"
-    return reasons
-
-
+    return fields.replace_reasons(old, new)

@@ -1,18 +1,22 @@
 """A stream's desired state: the model config, state and diff share, and what the server cannot change in place.
 
-The server's reported config is parsed back into the same model (server defaults
-filled in the same way, `_nats.*` metadata dropped), so a diff compares like with like.
+Each field declares its wire name, unit and in-place rule next to it (`components.spec.fields`);
+`wire`, `from_wire`, `props` and `replace_reasons` derive from that. The server's reported
+config is parsed back into the same model (server defaults filled in the same way, `_nats.*`
+metadata dropped), so a diff compares like with like.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator, model_validator
 
-from components.spec.durations import Duration, format_duration, ns, parse_duration
-from components.spec.subjects import name_problem, subject_problem, subjects_overlap
+from components.spec import fields
+from components.spec.durations import ns, parse_duration
+from components.spec.fields import CreateOnly, Duration, Fixed, OneWay, When, Wire, WireModel, subject_list
+from components.spec.fields import changed_fields as changed_fields
+from components.spec.subjects import name_problem
 
 #: The filter of the self-source that lets a stream own no subjects at all: without
 #: subjects, sources or mirror the server gives a stream its own name as subject.
@@ -81,11 +85,7 @@ def carried_metadata(config: dict | None, subjects: tuple[str, ...], claimed: di
     return out
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-
-class Source(_Model):
+class Source(WireModel):
     """A stream to copy messages from (`sources`) or to mirror (`mirror`)."""
 
     name: str
@@ -94,12 +94,27 @@ class Source(_Model):
     opt_start_time: str | None = None
 
     def wire(self) -> dict:
-        return self.model_dump(exclude_none=True)
+        return self.wire_fields()
 
 
-class Placement(_Model):
+class Placement(WireModel):
     cluster: str | None = None
     tags: tuple[str, ...] = ()
+
+
+class SubjectTransform(WireModel):
+    """Rewrites the subject of each message as it is stored (e.g. `orders.>` -> `legacy.orders.>`)."""
+
+    source: Annotated[str, Wire("src")]
+    destination: Annotated[str, Wire("dest")]
+
+
+class RePublish(WireModel):
+    """Publishes each stored message again, on `destination` (core NATS, no ack)."""
+
+    source: Annotated[str, Wire("src")] = ">"
+    destination: Annotated[str, Wire("dest")]
+    headers_only: bool = False
 
 
 def _unlimited(value: int) -> int:
@@ -108,16 +123,26 @@ def _unlimited(value: int) -> int:
     return value
 
 
-class StreamSpec(_Model):
-    """A stream's desired config, in the units people write. Every field the tool manages."""
+#: The reason the server gives (10052) for a flag that cannot be turned back off.
+_ONE_WAY = "{} cannot be turned back off once set (10052)"
 
-    name: str = Field(description="Stream name; cannot change (a new name is a new stream)")
-    subjects: tuple[str, ...] = Field(default=(), description="Subjects the stream owns; empty means none at all")
+
+class StreamSpec(WireModel):
+    """A stream's desired config, in the units people write. Every field the tool manages.
+
+    Each field declares its wire name, unit and in-place rule (see `components.spec.fields`).
+    """
+
+    name: Annotated[str, Fixed("a stream cannot be renamed")] = Field(
+        description="Stream name; cannot change (a new name is a new stream)")
+    subjects: Annotated[tuple[str, ...], subject_list("subjects {a!r} and {b!r} overlap; keep only the wider one")] = Field(
+        default=(), description="Subjects the stream owns; empty means none at all")
     description: str = ""
-    retention: Literal["limits", "interest", "workqueue"] = "limits"
-    storage: Literal["file", "memory"] = "file"
+    retention: Annotated[Literal["limits", "interest", "workqueue"], When(
+        "retention cannot change to or from workqueue (10052)", lambda a, b: "workqueue" in (a, b))] = "limits"
+    storage: Annotated[Literal["file", "memory"], Fixed("storage type cannot change (10052)")] = "file"
     discard: Literal["old", "new"] = "old"
-    discard_new_per_subject: bool = False
+    discard_new_per_subject: bool = Field(default=False, description="Refuse new messages per subject at max_msgs_per_subject; needs discard new")
     max_msgs: int = -1
     max_bytes: int = -1
     max_age: Duration = Field(default="0", description='Message age limit, e.g. "48h"; "0" keeps forever')
@@ -125,18 +150,27 @@ class StreamSpec(_Model):
     max_msgs_per_subject: int = -1
     max_consumers: int = -1
     duplicate_window: Duration = Field(default="2m", description="De-duplication window for Nats-Msg-Id")
-    replicas: int = Field(default=1, ge=1, le=5, description="Copies kept in a cluster: 1 to 5")
+    replicas: Annotated[int, Wire("num_replicas")] = Field(default=1, ge=1, le=5, description="Copies kept in a cluster: 1 to 5")
     placement: Placement | None = None
     compression: Literal["s2", "none"] = "none"
     metadata: dict[str, str] = Field(default_factory=dict)
     allow_direct: bool = False
     allow_rollup_hdrs: bool = False
-    deny_delete: bool = False
-    deny_purge: bool = False
-    sealed: bool = False
-    first_seq: int = Field(default=0, ge=0)
+    deny_delete: Annotated[bool, OneWay(_ONE_WAY.format("deny_delete"))] = False
+    deny_purge: Annotated[bool, OneWay(_ONE_WAY.format("deny_purge"))] = False
+    sealed: Annotated[bool, OneWay(_ONE_WAY.format("sealed"))] = False
+    first_seq: Annotated[int, CreateOnly("first_seq is honoured only when the stream is created")] = Field(default=0, ge=0)
     sources: tuple[Source, ...] = ()
-    mirror: Source | None = None
+    mirror: Annotated[Source | None, Fixed("a mirror cannot be added or changed (10055)")] = None
+    subject_transform: SubjectTransform | None = Field(default=None, description="Rewrite subjects as they are stored")
+    republish: RePublish | None = Field(default=None, description="Publish each stored message again on another subject")
+    allow_msg_ttl: Annotated[bool, Wire(api_level=1), OneWay("message TTLs cannot be disabled once allowed (10052)")] = Field(
+        default=False, description="Honour the per-message Nats-TTL header")
+    subject_delete_marker_ttl: Annotated[Duration, Wire(api_level=1)] = Field(
+        default="0", description="Leave a delete marker this long when max_age removes a subject's last message; needs allow_msg_ttl and allow_rollup_hdrs")
+    allow_msg_counter: Annotated[bool, Wire(api_level=2), Fixed("the message counter setting cannot change (10052)")] = Field(
+        default=False, description="A counter stream (Nats-Incr); limits retention, discard old, no TTLs")
+    allow_atomic: Annotated[bool, Wire(api_level=2)] = Field(default=False, description="Allow atomic batch publishing")
 
     # -- validation (check) ------------------------------------------------------
     @field_validator("compression", mode="before")
@@ -158,18 +192,6 @@ class StreamSpec(_Model):
         if problem := name_problem(value, "stream"):
             raise ValueError(problem)
         return value
-
-    @field_validator("subjects", mode="after")
-    @classmethod
-    def _subjects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for subject in value:
-            if problem := subject_problem(subject):
-                raise ValueError(problem)
-        for i, a in enumerate(value):
-            for b in value[i + 1 :]:
-                if subjects_overlap(a, b):
-                    raise ValueError(f"subjects {a!r} and {b!r} overlap; keep only the wider one")
-        return tuple(sorted(value))
 
     @field_validator("metadata")
     @classmethod
@@ -209,7 +231,24 @@ class StreamSpec(_Model):
             )
         if self.mirror and (self.subjects or self.sources):
             raise ValueError("a mirror stream takes no subjects and no sources; drop one of them")
+        self._check_server_rules()
         return self
+
+    def _check_server_rules(self) -> None:
+        """The server's cross-field rules for the fields it refuses in combination (10052)."""
+        if self.discard_new_per_subject and (self.discard != "new" or self.max_msgs_per_subject < 1):
+            raise ValueError("discard_new_per_subject needs discard new and max_msgs_per_subject above 0")
+        if ns(self.subject_delete_marker_ttl):
+            if ns(self.subject_delete_marker_ttl) < ns("1s"):
+                raise ValueError("subject_delete_marker_ttl must be at least 1s")
+            if not (self.allow_msg_ttl and self.allow_rollup_hdrs):
+                raise ValueError("subject_delete_marker_ttl needs allow_msg_ttl and allow_rollup_hdrs")
+        if self.allow_rollup_hdrs and self.deny_purge and not self.sealed:
+            raise ValueError("allow_rollup_hdrs needs purges allowed; drop deny_purge or allow_rollup_hdrs")
+        if self.allow_msg_counter and (self.discard == "new" or self.allow_msg_ttl or self.retention != "limits"):
+            raise ValueError("allow_msg_counter takes limits retention and discard old, without allow_msg_ttl")
+        if self.mirror and (self.allow_msg_counter or self.allow_atomic or ns(self.subject_delete_marker_ttl)):
+            raise ValueError("a mirror stream takes no allow_msg_counter, allow_atomic or subject_delete_marker_ttl")
 
     # -- wire format ---------------------------------------------------------------
     @property
@@ -218,144 +257,32 @@ class StreamSpec(_Model):
         return not self.subjects and not self.sources and self.mirror is None
 
     def wire(self, managed: dict[str, str] | None = None) -> dict:
-        """The config the JetStream API takes: durations in nanoseconds, every field explicit.
+        """The config the JetStream API takes: wire names, durations in nanoseconds.
 
         `managed` is this tool's metadata to keep on the server (see `carried_metadata`).
+        A stream that owns nothing gets the self-source marker and no duplicate window
+        (the server drops it while the stream owns nothing).
         """
-        cfg: dict[str, Any] = {
-            "name": self.name,
-            "subjects": list(self.subjects),
-            "retention": self.retention,
-            "storage": self.storage,
-            "discard": self.discard,
-            "max_msgs": self.max_msgs,
-            "max_bytes": self.max_bytes,
-            "max_age": ns(self.max_age),
-            "max_msg_size": self.max_msg_size,
-            "max_msgs_per_subject": self.max_msgs_per_subject,
-            "max_consumers": self.max_consumers,
-            "num_replicas": self.replicas,
-            "compression": self.compression,
-            "allow_direct": self.allow_direct,
-            "allow_rollup_hdrs": self.allow_rollup_hdrs,
-            "deny_delete": self.deny_delete,
-            "deny_purge": self.deny_purge,
-            "sealed": self.sealed,
-        }
-        if not self.retired:
-            cfg["duplicate_window"] = ns(self.duplicate_window)
-        if self.description:
-            cfg["description"] = self.description
-        if self.discard_new_per_subject:
-            cfg["discard_new_per_subject"] = True
+        cfg = self.wire_fields()
+        if self.retired:
+            cfg.pop("duplicate_window", None)
+            cfg["sources"] = [*cfg.get("sources", []), {"name": self.name, "filter_subject": RETIRED_FILTER}]
         if self.metadata or managed:
             cfg["metadata"] = {**self.metadata, **(managed or {})}
-        if self.placement:
-            cfg["placement"] = self.placement.model_dump(exclude_none=True, exclude_defaults=True)
-        if self.first_seq:
-            cfg["first_seq"] = self.first_seq
-        sources = [s.wire() for s in self.sources]
-        if self.retired:
-            sources.append({"name": self.name, "filter_subject": RETIRED_FILTER})
-        if sources:
-            cfg["sources"] = sources
-        if self.mirror:
-            cfg["mirror"] = self.mirror.wire()
         return cfg
 
     @classmethod
     def from_wire(cls, config: dict) -> StreamSpec:
-        """The spec a server-reported config amounts to (defaults and marker normalised)."""
+        """The spec a server-reported config amounts to (defaults, 0 limits and the marker normalised)."""
+        data = cls.fields_from_wire(config)
         sources = [s for s in config.get("sources") or [] if not is_retired_marker(config["name"], s)]
-        retired = len(sources) != len(config.get("sources") or [])
-        data: dict[str, Any] = {
-            "name": config["name"],
-            "subjects": stored_subjects(config),
-            "description": config.get("description") or "",
-            "retention": config.get("retention", "limits"),
-            "storage": config.get("storage", "file"),
-            "discard": config.get("discard", "old"),
-            "discard_new_per_subject": bool(config.get("discard_new_per_subject")),
-            "max_msgs": config.get("max_msgs", -1),
-            "max_bytes": config.get("max_bytes", -1),
-            "max_age": format_duration(int(config.get("max_age", 0))),
-            "max_msg_size": config.get("max_msg_size", -1),
-            "max_msgs_per_subject": config.get("max_msgs_per_subject", -1),
-            "max_consumers": config.get("max_consumers", -1),
-            "replicas": config.get("num_replicas") or 1,
-            "compression": config.get("compression") or "none",
-            "metadata": config.get("metadata") or {},
-            "allow_direct": bool(config.get("allow_direct")),
-            "allow_rollup_hdrs": bool(config.get("allow_rollup_hdrs")),
-            "deny_delete": bool(config.get("deny_delete")),
-            "deny_purge": bool(config.get("deny_purge")),
-            "sealed": bool(config.get("sealed")),
-            "first_seq": config.get("first_seq") or 0,
-            "sources": [_source(s) for s in sources],
-            "mirror": _source(config["mirror"]) if config.get("mirror") else None,
-        }
-        if "duplicate_window" in config:
-            data["duplicate_window"] = format_duration(int(config["duplicate_window"]))
-        elif retired:
+        data["subjects"] = stored_subjects(config)
+        data["sources"] = [Source.fields_from_wire(s) for s in sources]
+        if "duplicate_window" not in config and len(sources) != len(config.get("sources") or []):
             data["duplicate_window"] = "2m"  # the server drops it while the stream owns nothing
-        placement = config.get("placement") or {}
-        if placement.get("cluster") or placement.get("tags"):
-            data["placement"] = {"cluster": placement.get("cluster") or None, "tags": placement.get("tags") or []}
-        return cls.model_validate(_lenient(data))
-
-    def props(self, *, full: bool = False) -> dict[str, Any]:
-        """The spec as flat Pulumi properties (snake_case, human units).
-
-        Inputs carry only what differs from the defaults (every property costs the SDK
-        an Output per resource, and a preview of 1,000 resources feels it); outputs are
-        `full`. The model fills the defaults back in on both sides of a diff.
-        """
-        return self.model_dump(mode="json", exclude_defaults=not full)
+        return cls.model_validate(data)
 
 
-def _source(raw: dict) -> dict:
-    keep = {k: raw.get(k) for k in ("name", "filter_subject", "opt_start_seq", "opt_start_time")}
-    return {k: v for k, v in keep.items() if v}
-
-
-def _lenient(data: dict) -> dict:
-    """Server-reported values outside what config accepts (e.g. 0 limits) are kept as they are."""
-    for key in ("max_msgs", "max_bytes", "max_msg_size", "max_msgs_per_subject", "max_consumers"):
-        if data[key] == 0:
-            data[key] = -1
-    return data
-
-
-# -- what the server cannot change in place ------------------------------------------
 def replace_reasons(old: StreamSpec, new: StreamSpec) -> dict[str, str]:
     """Fields whose change needs the stream deleted and created again, with the server's reason."""
-    reasons: dict[str, str] = {}
-    if old.name != new.name:
-        reasons["name"] = "a stream cannot be renamed"
-    if old.storage != new.storage:
-        reasons["storage"] = "storage type cannot change (10052)"
-    if old.retention != new.retention and "workqueue" in (old.retention, new.retention):
-        reasons["retention"] = "retention cannot change to or from workqueue (10052)"
-    if old.mirror != new.mirror:
-        reasons["mirror"] = "a mirror cannot be added or changed (10055)"
-    if old.first_seq != new.first_seq and new.first_seq:
-        reasons["first_seq"] = "first_seq is honoured only when the stream is created"
-    for flag in ("deny_delete", "deny_purge", "sealed"):
-        if getattr(old, flag) and not getattr(new, flag):
-            reasons[flag] = f"{flag} cannot be turned back off once set (10052)"
-    return reasons
-
-
-def changed_fields(old: BaseModel, new: BaseModel) -> list[str]:
-    """Top-level fields that differ between two specs, sorted by name.
-
-    Lists compare in order: for `backoff` (retry n waits the n-th delay) and `sources`
-    the order is the meaning, so a reordering is a change. A field whose value is a
-    nested model or list differs when any part of it does.
-    """
-    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
-    if a == b:
-        return []
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-
-
+    return fields.replace_reasons(old, new)
