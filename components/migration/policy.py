@@ -16,11 +16,14 @@ Pure, but for `guard`, which reads the live counts through the client.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from components.jetstream.errors import DataLossRefused
+from components.spec.durations import ns
+from components.spec.stream import StreamSpec
 
 if TYPE_CHECKING:
     from components.jetstream.client import JetStream
@@ -183,3 +186,65 @@ def guard(js: JetStream, kind: Kind, name: str, opted: bool, op: Op, fields: Seq
     verdict = judge(_live(js, kind, name), op, opted, fields)
     if not verdict.allowed:
         raise DataLossRefused(verdict.reason)
+
+
+# -- limits lowered in place ------------------------------------------------------------
+#: Stream fields whose in-place change can make the server discard stored messages at once.
+TRIMMING_FIELDS = frozenset({"max_msgs", "max_bytes", "max_age", "max_msgs_per_subject", "discard"})
+
+
+def trimmed(spec: StreamSpec, state: dict, now_ns: int, busiest_subject: int | None = None) -> list[str]:
+    """What the server discards from a stream holding `state` when `spec`'s limits apply to it.
+
+    The server (2.15) trims at once to a lower max_msgs or max_bytes when the stream
+    discards old messages (with discard new it keeps them), always to a lower
+    max_msgs_per_subject, and expires what is older than a lower max_age.
+    `busiest_subject` is the most messages one subject holds, when read (None: not known,
+    so a per-subject limit below the stream's message count may discard).
+    """
+    messages, size = int(state.get("messages", 0)), int(state.get("bytes", 0))
+    if not messages:
+        return []
+    found = []
+    if spec.discard == "old" and 0 < spec.max_msgs < messages:
+        found.append(f"max_msgs {spec.max_msgs} discards {messages - spec.max_msgs} of its {messages} messages")
+    if spec.discard == "old" and 0 < spec.max_bytes < size:
+        found.append(f"max_bytes {spec.max_bytes} discards its oldest messages (it holds {size} bytes)")
+    per_subject = spec.max_msgs_per_subject
+    if 0 < per_subject < messages and (busiest_subject is None or busiest_subject > per_subject):
+        held = f"a subject holds {busiest_subject}" if busiest_subject else f"it holds {messages} in all"
+        found.append(f"max_msgs_per_subject {per_subject} discards the oldest of each subject above it ({held})")
+    age = ns(spec.max_age)
+    first = state.get("first_ts")
+    if age and first and now_ns - _epoch_ns(str(first)) > age:
+        found.append(f"max_age {spec.max_age} expires its messages older than that (the oldest is from {first})")
+    return found
+
+
+def _epoch_ns(rfc3339: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(rfc3339).timestamp() * 1e9)
+
+
+def guard_limits(js: JetStream, spec: StreamSpec, opted: bool) -> None:
+    """Raise DataLossRefused if applying `spec` in place to the live stream discards stored
+    messages (a lowered limit) and the stack has not opted in for it by name."""
+    if opted:
+        return
+    info = js.stream_info(spec.name)
+    if not info:
+        return
+    busiest = None
+    if 0 < spec.max_msgs_per_subject < int(info["state"].get("messages", 0)):
+        reply = js.request(f"$JS.API.STREAM.INFO.{spec.name}", {"subjects_filter": ">"}, stream=spec.name)
+        counts = (reply.get("state") or {}).get("subjects") or {}
+        complete = len(counts) >= int((reply.get("state") or {}).get("num_subjects", 0))
+        top = max(counts.values(), default=0)
+        busiest = top if complete or top > spec.max_msgs_per_subject else None
+    trims = trimmed(spec, info["state"], time.time_ns(), busiest)
+    if trims:
+        raise DataLossRefused(
+            f"stream {spec.name}: updating it would discard stored messages: {'; '.join(trims)}. "
+            f"Add {spec.name!r} to the stack's {OPT_IN} list to allow it, or keep the old limits"
+        )

@@ -87,8 +87,8 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
     * check: the spec parses (else failures naming the field) and the kind's own checks
       pass; on a create, the inputs carry an adoption note when the object exists;
     * diff: a changed spec field or diff-key input is a change; a field the server
-      cannot change in place is a replace, refused at preview time when it would
-      destroy data the stack has not allowed to lose;
+      cannot change in place is a replace; a replace, or an update that discards stored
+      data, is refused at preview time when the stack has not allowed that loss;
     * create: adopts an existing object whose fixed fields match, else fails naming them;
     * update: makes the server match (recreating an object deleted out of band);
     * read: what the server holds, or an empty id when it is gone (Pulumi drops it);
@@ -138,6 +138,9 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
     def failures(self, olds: dict[str, Any], spec: Spec, news: dict[str, Any]) -> list[dyn.CheckFailure]:
         """The kind's own checks of valid inputs."""
         return []
+
+    def guard_in_place(self, old: Spec, new: Spec, fields: list[str], news: dict[str, Any], opted: bool) -> None:
+        """Refuse (DataLossRefused) an in-place update of `fields` that destroys data without the opt-in."""
 
     def forced_changes(self, news: dict[str, Any]) -> list[str]:
         """Inputs that ask for an update although nothing differs from the state."""
@@ -194,10 +197,12 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
         if not fields:
             return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
         reasons = sorted(self.replace_reasons(old, new))
+        # Refuse at preview time, not half-way through an apply.
+        target = self.object_id(old)
         if reasons:
-            # Refuse at preview time, not half-way through an apply.
-            target = self.object_id(old)
             policy.guard(jetstream(news), self.kind, target, self.allowed(news, target), "replace", reasons)
+        else:
+            self.guard_in_place(old, new, fields, news, self.allowed(news, target))
         return dyn.DiffResult(changes=True, replaces=reasons, delete_before_replace=True)
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:

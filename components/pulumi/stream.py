@@ -8,6 +8,7 @@ import pulumi
 import pulumi.dynamic as dyn
 
 from components.jetstream.client import ConnectionSettings, JetStream
+from components.migration import policy
 from components.migration.handover import STREAM_WRITE_LOCK, apply_stream
 from components.pulumi import base, lifeline
 from components.pulumi.inputs import STREAM_INPUTS
@@ -53,6 +54,11 @@ class StreamProvider(base.SpecProvider[StreamSpec]):
         if spec.sealed and not olds:
             return [dyn.CheckFailure("sealed", "a stream cannot be created sealed; seal it in a later update")]
         return []
+
+    def guard_in_place(self, old: StreamSpec, new: StreamSpec, fields: list[str], news: dict[str, Any],
+                       opted: bool) -> None:
+        if policy.TRIMMING_FIELDS.intersection(fields):
+            policy.guard_limits(base.jetstream(news), new, opted)
 
     def forced_changes(self, news: dict[str, Any]) -> list[str]:
         reclaim = news.get("reclaim")
