@@ -69,3 +69,26 @@ def test_holding_of_a_gone_object_holds_nothing_and_may_go() -> None:
     assert policy.judge(Holding.of_consumer("ORDERS/worker", None), "delete", False).allowed
     assert not policy.judge(Holding.of_consumer("ORDERS/worker", {"num_pending": 0, "num_ack_pending": 4}),
                             "delete", False).allowed
+
+
+def test_trimmed_per_subject_limit_with_subject_counts_unknown_says_it_may_discard() -> None:
+    from components.spec.stream import StreamSpec
+
+    old = StreamSpec(name="ORDERS", subjects=["orders.>"])
+    new = StreamSpec(name="ORDERS", subjects=["orders.>"], max_msgs_per_subject=10)
+    state = {"messages": 50, "bytes": 5000}
+
+    assert policy.trimmed(old, new, state, 0) == [
+        "max_msgs_per_subject 10 discards the oldest of each subject above it (it holds 50 in all)"]
+    assert policy.trimmed(old, new, state, 0, busiest_subject=10) == []
+
+
+def test_trimmed_max_age_unchanged_never_counts_messages_due_to_expire() -> None:
+    from components.spec.stream import StreamSpec
+
+    spec = StreamSpec(name="ORDERS", subjects=["orders.>"], max_age="1h", max_msgs=100)
+    state = {"messages": 5, "bytes": 500, "first_ts": "2026-01-01T00:00:00Z"}  # long past one hour
+
+    assert policy.trimmed(spec, spec, state, 2 * 10**18) == []
+    assert policy.trimmed(spec.model_copy(update={"max_age": "2h"}), spec, state, 2 * 10**18) == [
+        "max_age 1h expires its messages older than that (the oldest is from 2026-01-01T00:00:00Z)"]

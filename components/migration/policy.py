@@ -193,8 +193,8 @@ def guard(js: JetStream, kind: Kind, name: str, opted: bool, op: Op, fields: Seq
 TRIMMING_FIELDS = frozenset({"max_msgs", "max_bytes", "max_age", "max_msgs_per_subject", "discard"})
 
 
-def trimmed(spec: StreamSpec, state: dict, now_ns: int, busiest_subject: int | None = None) -> list[str]:
-    """What the server discards from a stream holding `state` when `spec`'s limits apply to it.
+def trimmed(old: StreamSpec, spec: StreamSpec, state: dict, now_ns: int, busiest_subject: int | None = None) -> list[str]:
+    """What the server discards from a stream holding `state` when `spec`'s limits replace `old`'s.
 
     The server (2.15) trims at once to a lower max_msgs or max_bytes when the stream
     discards old messages (with discard new it keeps them), always to a lower
@@ -216,7 +216,9 @@ def trimmed(spec: StreamSpec, state: dict, now_ns: int, busiest_subject: int | N
         found.append(f"max_msgs_per_subject {per_subject} discards the oldest of each subject above it ({held})")
     age = ns(spec.max_age)
     first = state.get("first_ts")
-    if age and first and now_ns - _epoch_ns(str(first)) > age:
+    # Only a shorter max_age: under the old one, the oldest message may be due to expire anyway.
+    shorter = age and (not ns(old.max_age) or age < ns(old.max_age))
+    if shorter and first and now_ns - _epoch_ns(str(first)) > age:
         found.append(f"max_age {spec.max_age} expires its messages older than that (the oldest is from {first})")
     return found
 
@@ -227,9 +229,9 @@ def _epoch_ns(rfc3339: str) -> int:
     return int(datetime.fromisoformat(rfc3339).timestamp() * 1e9)
 
 
-def guard_limits(js: JetStream, spec: StreamSpec, opted: bool) -> None:
-    """Raise DataLossRefused if applying `spec` in place to the live stream discards stored
-    messages (a lowered limit) and the stack has not opted in for it by name."""
+def guard_limits(js: JetStream, old: StreamSpec, spec: StreamSpec, opted: bool) -> None:
+    """Raise DataLossRefused if applying `spec` in place of `old` to the live stream discards
+    stored messages (a lowered limit) and the stack has not opted in for it by name."""
     if opted:
         return
     info = js.stream_info(spec.name)
@@ -242,7 +244,7 @@ def guard_limits(js: JetStream, spec: StreamSpec, opted: bool) -> None:
         complete = len(counts) >= int((reply.get("state") or {}).get("num_subjects", 0))
         top = max(counts.values(), default=0)
         busiest = top if complete or top > spec.max_msgs_per_subject else None
-    trims = trimmed(spec, info["state"], time.time_ns(), busiest)
+    trims = trimmed(old, spec, info["state"], time.time_ns(), busiest)
     if trims:
         raise DataLossRefused(
             f"stream {spec.name}: updating it would discard stored messages: {'; '.join(trims)}. "

@@ -58,7 +58,7 @@ class StreamProvider(base.SpecProvider[StreamSpec]):
     def guard_in_place(self, old: StreamSpec, new: StreamSpec, fields: list[str], news: dict[str, Any],
                        opted: bool) -> None:
         if policy.TRIMMING_FIELDS.intersection(fields):
-            policy.guard_limits(base.jetstream(news), new, opted)
+            policy.guard_limits(base.jetstream(news), old, new, opted)
 
     def forced_changes(self, news: dict[str, Any]) -> list[str]:
         reclaim = news.get("reclaim")
