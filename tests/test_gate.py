@@ -78,11 +78,3 @@ def test_gate_stack_input_leaves_out_what_it_does_not_verify(key: str, value: ob
     skip = unverified_fields()
     assert (first.model_dump(mode="json", exclude=skip) != other.model_dump(mode="json", exclude=skip)) is changes_it
 
-
-def test_gate_state_keeps_no_credentials(js: JetStream, nats_server: NatsServer) -> None:
-    props = {**gate_props(nats_server.url, 0), "verify": False, "credentials": {"user": "deploy", "password": "s3cret"}}
-
-    created = PhaseGateProvider().create(props)
-
-    assert "credentials" not in created.outs
-    assert PhaseGateProvider().diff(created.id, created.outs, props).changes is False

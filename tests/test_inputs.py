@@ -43,6 +43,7 @@ def test_stored_falls_back_to_defaults_for_a_state_written_before_an_input_exist
     ("__provider", True), ("adoption", True), ("claim_retry_timeout", True), ("stream_name", True),
     ("consumer_id", True), ("checks", True), ("probes", True),
     ("takeover", False), ("reclaim", False), ("drain_timeout", False), ("allow_data_loss", False), ("stack", False),
+    ("credentials", False),
 ])
 def test_preview_report_ignores_only_what_is_not_config(key: str, ignored: bool) -> None:
     assert (key in IGNORED_INPUTS) is ignored

@@ -163,8 +163,9 @@ GATE_INPUTS = Inputs(
         #: The rollout hook of the phase, a shell command.
         Input("hook", default="", convert=str, diff=True, stack_field="rollout_hooks"),
         SERVERS,
-        # Read only by the verification run itself (create/update get the new inputs).
-        Input("credentials", default={}, convert=dict, secret=True, reported=False),
+        # Not compared (new credentials alone do not rerun the gate); stored so that a refresh,
+        # which reports the stored inputs back, keeps them in the state's inputs.
+        Input("credentials", default={}, convert=dict, stored=True, secret=True),
     ),
     placeholders=("checks", "warnings", "probes", "health"),
 )
