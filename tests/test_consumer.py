@@ -196,3 +196,30 @@ def test_pedantic_request_rejects_what_the_server_would_rewrite(js: JetStream, s
     with pytest.raises(PedanticRejection) as refused:
         js.consumer_upsert("EVENTS", config, "create")
     assert refused.value.err_code == 10157
+
+
+def test_create_stores_non_default_fields_and_the_inputs_diff_and_delete_read(
+    js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
+    created = P.create(props(PULL, nats_server.url, drain_timeout=7))
+
+    assert set(ConsumerSpec.model_fields) & set(created.outs) == set(PULL.props())
+    assert created.outs["drain_timeout"] == 7.0  # delete waits this long, from the state alone
+    assert created.outs["consumer_id"] == "EVENTS/worker"
+    assert P.diff(created.id, created.outs, props(PULL, nats_server.url, drain_timeout=7)).changes is False
+    assert P.diff(created.id, created.outs, props(PULL, nats_server.url, drain_timeout=8)).changes is True
+
+
+def test_read_reports_the_inputs_the_program_sends(js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
+    sent = props(PULL, nats_server.url)
+    created = P.create(sent)
+
+    assert P.read(created.id, created.outs).inputs == {**sent, "drain_timeout": 0.0}
+
+
+def test_update_of_a_consumer_deleted_with_its_stream_fails_naming_the_stream(
+    js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
+    created = P.create(props(PULL, nats_server.url))
+    js.stream_delete("EVENTS")
+
+    with pytest.raises(EventBusError, match="stream EVENTS does not exist"):
+        P.update(created.id, created.outs, props(changed(PULL, max_deliver=9), nats_server.url))

@@ -57,3 +57,24 @@ def test_rollout_hook_runs_after_the_phase_is_applied_and_a_failing_hook_fails_u
     assert failed.returncode != 0
     assert "rollout hook for phase 2 failed (exit 3)" in failed.stdout + failed.stderr
     assert "cannot restart" in failed.stdout + failed.stderr
+
+
+@pytest.mark.parametrize(("key", "value", "changes_it"), [
+    ("drainTimeout", "5m", False),
+    ("claimRetryTimeout", "90s", False),
+    ("allowDataLoss", ["ATHLETE_ALLY_EVENTS"], False),
+    ("maxBytes", 1 << 30, False),
+    ("verify", False, False),
+    ("rolloutHooks", {"1": "true"}, False),
+    ("replicas", 3, True),
+    ("phase", 2, True),
+])
+def test_gate_stack_input_leaves_out_what_it_does_not_verify(key: str, value: object, changes_it: bool) -> None:
+    from components.pulumi.gate import unverified_fields
+
+    first = parse_stack_config({"phase": 1, "natsUrl": "nats://127.0.0.1:4222"})
+    other = parse_stack_config({"phase": 1, "natsUrl": "nats://127.0.0.1:4222", key: value})
+
+    skip = unverified_fields()
+    assert (first.model_dump(mode="json", exclude=skip) != other.model_dump(mode="json", exclude=skip)) is changes_it
+

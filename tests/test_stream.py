@@ -297,3 +297,99 @@ def test_delete_honours_the_current_stacks_opt_in_over_the_old_state(js: JetStre
     provider.delete(created.id, created.outs)  # the old state still says allow_data_loss: false
 
     assert js.stream_info("ORDERS") is None
+
+
+def test_create_stores_non_default_fields_and_only_the_inputs_later_calls_read(js: JetStream, nats_server: NatsServer) -> None:
+    created = P.create(props(BASE, nats_server.url, claim_retry_timeout=5.0, reclaim=["orders.>"]))
+
+    spec_keys = set(StreamSpec.model_fields) & set(created.outs)
+    assert spec_keys == set(BASE.props())  # defaults are filled back in by the model on both sides of a diff
+    # Used by the write itself only: not stored (the state is rewritten on every step of an up).
+    assert "claim_retry_timeout" not in created.outs
+    assert "reclaim" not in created.outs
+    assert created.outs["stream_name"] == "ORDERS"
+    assert P.diff(created.id, created.outs, props(BASE, nats_server.url, claim_retry_timeout=5.0)).changes is False
+
+
+def test_diff_state_written_with_full_outputs_shows_no_changes(js: JetStream, nats_server: NatsServer) -> None:
+    # A stack applied by the previous version stored every spec field and the claim retry timeout.
+    created = P.create(props(BASE, nats_server.url))
+    old_outs = {**created.outs, **BASE.props(full=True), "claim_retry_timeout": 30.0}
+
+    assert P.diff(created.id, old_outs, props(BASE, nats_server.url)).changes is False
+
+
+def test_read_reports_the_inputs_the_program_sends(js: JetStream, nats_server: NatsServer) -> None:
+    sent = props(BASE, nats_server.url)
+    created = P.create(sent)
+
+    read = P.read(created.id, created.outs)
+
+    assert read.inputs == sent
+
+
+def test_update_waits_while_the_lifeline_holds_the_stream_write_lock(js: JetStream, nats_server: NatsServer) -> None:
+    import threading
+
+    from components.pulumi import base
+
+    created = P.create(props(BASE, nats_server.url))
+    done = threading.Event()
+
+    def update() -> None:
+        P.update(created.id, created.outs, props(changed(BASE, max_age="72h"), nats_server.url))
+        done.set()
+
+    worker = threading.Thread(target=update)
+    with base.STREAM_WRITE_LOCK:  # what the lifeline takes before the provider process exits
+        worker.start()
+        done.wait(1.0)
+        assert not done.is_set()
+        assert js.stream_info("ORDERS")["config"]["max_age"] == 48 * 3600 * 10**9
+    worker.join(30)
+    assert done.is_set()
+    assert js.stream_info("ORDERS")["config"]["max_age"] == 72 * 3600 * 10**9
+
+
+LIMITS = [
+    # update on a stream holding 5 messages of 100 bytes under orders.0 .. orders.4 (two on orders.0)
+    ("max_msgs-old", {"max_msgs": 2}, "max_msgs 2 discards 3 of its 5 messages"),
+    ("max_bytes-old", {"max_bytes": 300}, "max_bytes 300 discards its oldest messages"),
+    ("max_msgs_per_subject", {"max_msgs_per_subject": 1}, "max_msgs_per_subject 1 discards"),
+    ("max_msgs_per_subject-discard-new", {"max_msgs_per_subject": 1, "discard": "new"}, "max_msgs_per_subject 1"),
+    ("max_age", {"max_age": "1s", "duplicate_window": "1s"}, "max_age 1s expires its messages older than that"),
+    ("max_msgs-new", {"max_msgs": 2, "discard": "new"}, None),
+    ("max_bytes-new", {"max_bytes": 300, "discard": "new"}, None),
+    ("max_msgs-above", {"max_msgs": 10}, None),
+    ("max_msgs_per_subject-above", {"max_msgs_per_subject": 2}, None),
+    ("max_age-longer", {"max_age": "72h"}, None),
+]
+
+
+@pytest.mark.parametrize(("update", "refusal"), [(u, r) for _, u, r in LIMITS], ids=[i for i, _, _ in LIMITS])
+def test_diff_lowered_limit_is_refused_exactly_when_the_server_discards_messages(
+        js: JetStream, nats_server: NatsServer, update: dict, refusal: str | None) -> None:
+    import time
+
+    start = changed(BASE, discard=update.get("discard", "old"))
+    created = P.create(props(start, nats_server.url))
+    for i in (0, 0, 1, 2, 3):
+        js.publish(f"orders.{i}", b"x" * 100)
+    if "max_age" in update:
+        time.sleep(1.2)  # the messages are now older than a 1s max_age
+    new = changed(start, **update)
+
+    if refusal is None:
+        assert P.diff(created.id, created.outs, props(new, nats_server.url)).changes is True
+    else:
+        with pytest.raises(DataLossRefused, match=refusal) as refused:
+            P.diff(created.id, created.outs, props(new, nats_server.url))
+        assert "Add 'ORDERS' to the stack's allowDataLoss list" in str(refused.value)
+        # Named in the opt-in, the same change goes ahead.
+        assert P.diff(created.id, created.outs, props(new, nats_server.url, allow_data_loss=True)).changes is True
+    # The policy agrees with the server: applied in place, the change discards messages exactly when refused.
+    js.stream_update(new.wire())
+    deadline = time.monotonic() + 10
+    while refusal and js.stream_info("ORDERS")["state"]["messages"] == 5 and time.monotonic() < deadline:
+        time.sleep(0.2)  # max_age expiry runs on the server's timer
+    assert (js.stream_info("ORDERS")["state"]["messages"] < 5) is (refusal is not None)

@@ -38,9 +38,10 @@ import click
 from pydantic import ValidationError
 
 from components.cli.diagnostics import PlanReport
+from components.migration import policy
 from components.migration.preflight import OFFLINE_NOTE
 from components.migration.topology import EMPTY_STREAMS_NOTE, MISOWNED_WARNING, UNOWNED_WARNING
-from components.pulumi import base as rc
+from components.pulumi.inputs import report_ignored
 from components.spec.consumer import ConsumerSpec
 from components.spec.stream import StreamSpec
 from components.spec.subjects import subjects_overlap
@@ -72,9 +73,9 @@ OP_RANK = {"replace": 6, "delete": 5, "create": 4, "import": 4, "update": 3, "re
 COUNT_ORDER = ("create", "update", "replace", "delete", "same")
 
 #: Inputs that are not config: the pickled provider, the output placeholders the resources
-#: declare (a refresh copies their values into the inputs), and the create-time adoption note.
-IGNORED_INPUTS = frozenset({"__provider", "stream_name", "consumer_id", "checks", "warnings", "probes", "health",
-                            "adoption", "claim_retry_timeout"})
+#: declare (a refresh copies their values into the inputs), and the inputs declared unreported
+#: (the create-time adoption note, what the state does not keep).
+IGNORED_INPUTS = report_ignored()
 
 #: How Pulumi writes a value it will only know after apply.
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
@@ -114,6 +115,10 @@ class ResourceChange:
     @property
     def allow_data_loss(self) -> bool:
         return bool(self.old.get("allow_data_loss")) or bool(self.new.get("allow_data_loss"))
+
+    def opted(self, opted: Iterable[str]) -> bool:
+        """The resource's inputs or the stack's `allowDataLoss` entries (`opted`) allow it to lose data."""
+        return policy.allowed(self.name, opted, self.allow_data_loss)
 
 
 @dataclass(frozen=True)
@@ -344,63 +349,46 @@ def consumer_moves(resources: Iterable[ResourceChange]) -> list[Move]:
     return moves
 
 
-#: What the providers' data-loss refusals (DataLossRefused) tell the user to do; an error
-#: diagnostic that says it is a refusal to destroy data.
-REFUSAL_HINT = "allowDataLoss"
-
-
 def _refusals(diagnostics: Iterable[Diagnostic]) -> list[Destructive]:
     """Errors in which a provider refused, while previewing, to destroy stored data."""
     return [
         Destructive(d.resource or "a resource", "refused", False, d.message)
-        for d in diagnostics if d.severity == "error" and REFUSAL_HINT in d.message
+        for d in diagnostics if d.severity == "error" and policy.is_refusal(d.message)
     ]
 
 
 def destructive_steps(resources: Iterable[ResourceChange], empty: set[str],
                       diagnostics: Iterable[Diagnostic] = (), opted: Iterable[str] = ()) -> list[Destructive]:
-    """The destructive steps of a preview, each judged allowed or blocked, with why.
+    """The destructive steps of a preview, each judged allowed or blocked by the data-loss policy.
 
     `opted` is the stack config's allowDataLoss: the providers honour it on delete and
-    replace even before it has been applied to the resource's state.
+    replace even before it has been applied to the resource's state. What a resource
+    holds is not in a preview, except the streams the program saw empty (`empty`).
     """
     opted = set(opted)
     resources = list(resources)
     moved = {(m.what, m.source) for m in consumer_moves(resources)}
     found: list[Destructive] = []
     for res in resources:
-        if res.kind not in ("stream", "consumer") or res.op not in ("replace", "delete"):
+        if res.kind not in ("stream", "consumer") or res.op not in policy.DESTRUCTIVE_OPS:
             continue
         if res.kind == "consumer" and res.op == "delete" and (_durable(res), _stream_of(res)) in moved:
             continue
-        if res.allow_data_loss or res.name in opted:
-            found.append(Destructive(res.label, res.op, True, "allowed: the stack's allowDataLoss names it"))
-        elif res.kind == "stream" and res.op == "delete" and res.name in empty:
-            found.append(Destructive(res.label, res.op, True, "allowed: the program saw it holding no messages"))
-        else:
-            found.append(Destructive(res.label, res.op, False, _blocked_reason(res)))
+        kind: policy.Kind = "stream" if res.kind == "stream" else "consumer"
+        op: policy.Op = "delete" if res.op == "delete" else "replace"
+        seen_empty = kind == "stream" and op == "delete" and res.name in empty
+        held = policy.Holding(kind, res.name, messages=0 if seen_empty else None)
+        fields = res.replace_reasons or tuple(f.path for f in res.fields)
+        verdict = policy.judge(held, op, res.opted(opted), fields)
+        found.append(Destructive(res.label, res.op, verdict.allowed, verdict.reason))
     return found + _refusals(diagnostics)
-
-
-def _blocked_reason(res: ResourceChange) -> str:
-    name = res.name
-    if res.op == "replace":
-        fields = ", ".join(res.replace_reasons or [f.path for f in res.fields]) or "a field that cannot change in place"
-        what = "its stored messages" if res.kind == "stream" else "its position and pending messages"
-        return (f"replacing it (because of {fields}) destroys {what}. Keep the old value, or add "
-                f"'{name}' to allowDataLoss in the same change")
-    if res.kind == "stream":
-        return ("deleting it destroys the messages it holds (the program did not see it empty). "
-                f"If it must go, add '{name}' to allowDataLoss")
-    return (f"deleting it drops its position (no create of {_durable(res)} on another stream in this preview). "
-            f"If that is intended, add '{name}' to allowDataLoss")
 
 
 def opt_ins(preview: Mapping[str, Any]) -> list[str]:
     """The stack config's allowDataLoss entries (a JSON list in the preview's config)."""
     for key, value in (preview.get("config") or {}).items():
         if str(key).rsplit(":", 1)[-1] == "allowDataLoss":
-            return list(rc.opt_ins(value))
+            return list(policy.opt_ins(value))
     return []
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from components.jetstream.errors import SubjectOverlap
 from components.jetstream.live import LiveConsumer, LiveStream, LiveView  # noqa: F401 - re-exported
+from components.migration import policy
 from components.spec.consumer import ConsumerSpec
 from components.spec.stack import StackConfig
 from components.spec.stream import StreamSpec
@@ -190,10 +191,10 @@ def plan(topology: Topology, config: StackConfig, live: LiveView | None,
                 f"stream {settings.name} is not part of phase {topology.phase} but is kept, owning no subjects: "
                 f"{detail}. A later `pulumi up` removes it once its consumers have drained"
             )
-        elif current.messages and settings.name not in allowed:
+        elif kept := policy.kept_because(policy.Holding("stream", settings.name, messages=current.messages),
+                                         settings.name in allowed):
             warnings.append(
-                f"stream {settings.name} is not part of phase {topology.phase} but is kept, owning no subjects: it "
-                f"holds {current.messages} messages. To delete it, add {settings.name!r} to allowDataLoss"
+                f"stream {settings.name} is not part of phase {topology.phase} but is kept, owning no subjects: {kept}"
             )
         else:
             continue

@@ -1,38 +1,53 @@
-"""What the stream and consumer providers share: connection props, locking, result shaping."""
+"""The provider base: check/diff/create/update/read/delete of one server object described by a spec.
+
+`SpecProvider` holds what the stream and consumer providers share: parsing the props
+into the spec, validation failures that name the field, the adoption note a preview
+shows when an object of that name exists already, the data-loss opt-ins (the
+resource's own flag and the current stack's `allowDataLoss`), the diff keys and
+stored outputs derived from the resource's non-spec inputs (components.pulumi.inputs),
+and the drift-honest read. A subclass supplies only hooks: how to read, write and
+remove the object on the server, and its own checks.
+"""
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, ClassVar, Generic, TypeVar
 
+import pulumi
+import pulumi.dynamic as dyn
 from pydantic import ValidationError
 
 from components.jetstream.client import ConnectionSettings, JetStream
+from components.jetstream.errors import EventBusError
+from components.migration import policy
+from components.migration.handover import STREAM_WRITE_LOCK
+from components.pulumi.inputs import ADOPTION, ALLOW_DATA_LOSS, CREDENTIALS, SERVERS, Inputs
+from components.spec.consumer import ConsumerSpec
 from components.spec.stack import PROJECT
-
-#: Provider inputs that are not part of the object's config.
-SERVERS = "servers"
-CREDENTIALS = "credentials"
-ALLOW_DATA_LOSS = "allow_data_loss"
-#: Set by check() on a create that adopts an existing object; shown in the preview.
-ADOPTION = "adoption"
+from components.spec.stream import StreamSpec, changed_fields
 
 #: The stack config key (project namespace) naming objects that may lose data.
-ALLOW_DATA_LOSS_KEY = f"{PROJECT}:allowDataLoss"
+ALLOW_DATA_LOSS_KEY = f"{PROJECT}:{policy.OPT_IN}"
 
-#: Stream writes (create, update, subject hand-over) run one at a time in a provider
-#: process, so a hand-over's read-modify-write of another stream never races an update.
-STREAM_WRITE_LOCK = threading.RLock()
+__all__ = ["ALLOW_DATA_LOSS_KEY", "STREAM_WRITE_LOCK", "SpecProvider", "connection_values", "jetstream", "register"]
+
+Spec = TypeVar("Spec", StreamSpec, ConsumerSpec)
 
 
-def connection_inputs(settings: ConnectionSettings) -> tuple[list[str], dict[str, str]]:
-    """Split settings into the plain `servers` input and the `credentials` input (a secret)."""
+def connection_values(settings: ConnectionSettings) -> dict[str, Any]:
+    """The `servers` input (plain) and the `credentials` input (a secret) of a resource."""
     creds = settings.model_dump(exclude={"servers", "connect_timeout"}, exclude_none=True)
-    return list(settings.servers), creds
+    return {SERVERS.key: list(settings.servers), CREDENTIALS.key: creds}
+
+
+def register(spec_props: dict[str, Any], inputs: Inputs, values: dict[str, Any]) -> dict[str, Any]:
+    """The props a resource registers: its spec's, then its non-spec inputs (secrets wrapped)."""
+    return {**spec_props, **inputs.register(values, pulumi.Output.secret)}
 
 
 def jetstream(props: dict[str, Any]) -> JetStream:
-    return JetStream(ConnectionSettings.from_props(props[SERVERS], props.get(CREDENTIALS)))
+    return JetStream(ConnectionSettings.from_props(SERVERS.value(props), props.get(CREDENTIALS.key)))
 
 
 def validation_messages(exc: ValidationError) -> list[tuple[str, str]]:
@@ -52,43 +67,6 @@ def unknown(value: Any) -> bool:
     return isinstance(value, str) and value == UNKNOWN
 
 
-def opt_ins(raw: Any) -> tuple[str, ...]:
-    """The entries of a raw `allowDataLoss` config value, in order.
-
-    Pulumi passes structured config as JSON text; a value that is not JSON, or a single
-    entry rather than a list, still names what it names.
-    """
-    import json
-
-    if raw is None:
-        return ()
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            return (raw,)
-    if isinstance(raw, (list, tuple)):
-        return tuple(str(v) for v in raw)
-    return (str(raw),)
-
-
-class OptInAware:
-    """Mixin for providers: the current stack's `allowDataLoss`, read in configure().
-
-    A resource the program no longer declares is deleted with its old state, which
-    predates an opt-in added in the same change. So a delete also honours the opt-in
-    of the stack config the deployment runs with.
-    """
-
-    _stack_opt_ins: frozenset[str] = frozenset()
-
-    def configure(self, req: Any) -> None:
-        self._stack_opt_ins = frozenset(opt_ins(req.config.get(ALLOW_DATA_LOSS_KEY)))
-
-    def allowed(self, props: dict[str, Any], name: str) -> bool:
-        return bool(props.get(ALLOW_DATA_LOSS)) or name in self._stack_opt_ins
-
-
 def adoption_note(what: str, fixed: dict[str, str], changed: list[str]) -> str:
     """What a create will do with an existing object (`what`, e.g. "stream X"), for the preview.
 
@@ -101,16 +79,168 @@ def adoption_note(what: str, fixed: dict[str, str], changed: list[str]) -> str:
     return f"adopts existing {what}, updating {', '.join(changed)}" if changed else f"adopts existing {what} as is"
 
 
-def changed_inputs(olds: dict[str, Any], news: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
-    """The non-spec inputs among `keys` that differ (values not yet known count as unchanged)."""
-    return [k for k in keys if olds.get(k) != news.get(k) and not unknown(news.get(k))]
+class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
+    """A stateless provider of one kind of server object: pickled by reference, so a
+    subclass keeps no client, lock or secret on the instance.
 
+    Contract of the calls, for every kind:
+    * check: the spec parses (else failures naming the field) and the kind's own checks
+      pass; on a create, the inputs carry an adoption note when the object exists;
+    * diff: a changed spec field or diff-key input is a change; a field the server
+      cannot change in place is a replace; a replace, or an update that discards stored
+      data, is refused at preview time when the stack has not allowed that loss;
+    * create: adopts an existing object whose fixed fields match, else fails naming them;
+    * update: makes the server match (recreating an object deleted out of band);
+    * read: what the server holds, or an empty id when it is gone (Pulumi drops it);
+    * delete: refused when it destroys data without the opt-in.
+    Outputs are the server's view through the spec plus the stored non-spec inputs.
+    """
 
-#: Inputs that are not part of an object's spec.
-OTHER_INPUTS = (SERVERS, CREDENTIALS, ALLOW_DATA_LOSS, "takeover", "stream_subjects", "drain_timeout")
+    serialize_as_secret_always = False
 
+    kind: ClassVar[policy.Kind]
+    spec_type: ClassVar[type[StreamSpec] | type[ConsumerSpec]]
+    inputs: ClassVar[Inputs]
+    #: What recreating the object loses, for the refusal to adopt a mismatching one.
+    loses: ClassVar[str]
+    #: Held around create and update.
+    write_lock: ClassVar[AbstractContextManager[Any]] = nullcontext()
 
-def input_view(outs: dict[str, Any], spec_props: dict[str, Any]) -> dict[str, Any]:
-    """What read() reports as inputs: the spec as the program sends it (defaults left
-    out) plus the other inputs, so a refreshed state diffs cleanly against the program."""
-    return {**{k: outs[k] for k in OTHER_INPUTS if k in outs}, **spec_props}
+    _stack_opt_ins: frozenset[str] = frozenset()
+
+    # -- hooks -------------------------------------------------------------------------
+    def object_id(self, spec: Spec) -> str:
+        raise NotImplementedError
+
+    def replace_reasons(self, old: Spec, new: Spec) -> dict[str, str]:
+        """The fields of `new` the server cannot change in place from `old`: field -> why."""
+        raise NotImplementedError
+
+    def fetch(self, js: JetStream, id_: str) -> dict | None:
+        """The server's info for the object, None when it does not exist."""
+        raise NotImplementedError
+
+    def spec_of(self, id_: str, info: dict) -> Spec:
+        """The spec the server's info describes."""
+        raise NotImplementedError
+
+    def apply(self, js: JetStream, spec: Spec, info: dict | None, props: dict[str, Any]) -> dict:
+        """Make the server hold `spec` (`info`: what it holds now, None if nothing); the info after."""
+        raise NotImplementedError
+
+    def remove(self, js: JetStream, id_: str, props: dict[str, Any], opted: bool) -> None:
+        """Delete the object; the data-loss guard has passed when this runs."""
+        raise NotImplementedError
+
+    def before_delete(self, js: JetStream, id_: str, props: dict[str, Any], opted: bool) -> None:
+        """Runs before the data-loss guard of a delete."""
+
+    def failures(self, olds: dict[str, Any], spec: Spec, news: dict[str, Any]) -> list[dyn.CheckFailure]:
+        """The kind's own checks of valid inputs."""
+        return []
+
+    def guard_in_place(self, old: Spec, new: Spec, fields: list[str], news: dict[str, Any], opted: bool) -> None:
+        """Refuse (DataLossRefused) an in-place update of `fields` that destroys data without the opt-in."""
+
+    def forced_changes(self, news: dict[str, Any]) -> list[str]:
+        """Inputs that ask for an update although nothing differs from the state."""
+        return []
+
+    # -- shared ------------------------------------------------------------------------
+    def configure(self, req: Any) -> None:
+        # A resource the program no longer declares is deleted with its old state, which
+        # predates an opt-in added in the same change: honour the stack's current one too.
+        self._stack_opt_ins = frozenset(policy.opt_ins(req.config.get(ALLOW_DATA_LOSS_KEY)))
+
+    def allowed(self, props: dict[str, Any], id_: str) -> bool:
+        """The resource's own opt-in, or the current stack's `allowDataLoss`, names `id_`."""
+        return policy.allowed(id_, self._stack_opt_ins, self.inputs.value(props, ALLOW_DATA_LOSS.key))
+
+    def parse(self, props: dict[str, Any]) -> Spec:
+        fields = self.spec_type.model_fields
+        return self.spec_type.model_validate({k: v for k, v in props.items() if k in fields})  # type: ignore[return-value]
+
+    def outputs(self, props: dict[str, Any], spec: Spec) -> dict[str, Any]:
+        """The state after a call: the spec (as the server reports it), the declared output
+        (the object's id) and the stored non-spec inputs."""
+        return {**spec.props(), **dict.fromkeys(self.inputs.placeholders, self.object_id(spec)),
+                **self.inputs.stored(props)}
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        try:
+            spec = self.parse(news)
+        except ValidationError as exc:
+            return dyn.CheckResult(news, [dyn.CheckFailure(f, m) for f, m in validation_messages(exc)])
+        failures = self.failures(olds, spec, news)
+        inputs = {**news, **spec.props()}
+        inputs.pop(ADOPTION.key, None)
+        if not olds and not failures:
+            self._note_adoption(spec, inputs)
+        return dyn.CheckResult(inputs, failures)
+
+    def _note_adoption(self, spec: Spec, inputs: dict[str, Any]) -> None:
+        """On create, say in the preview whether an existing object will be adopted."""
+        try:
+            info = self.fetch(jetstream(inputs), self.object_id(spec))
+        except EventBusError:
+            return  # the server is checked again at create time
+        if info is None:
+            return
+        existing = self.spec_of(self.object_id(spec), info)
+        fixed = self.replace_reasons(existing, spec)
+        changed = [] if fixed else changed_fields(existing, spec)
+        inputs[ADOPTION.key] = adoption_note(f"{self.kind} {self.object_id(spec)}", fixed, changed)
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        old, new = self.parse(olds), self.parse(news)
+        fields = changed_fields(old, new) + self.inputs.changed(olds, news, unknown) + self.forced_changes(news)
+        if not fields:
+            return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
+        reasons = sorted(self.replace_reasons(old, new))
+        # Refuse at preview time, not half-way through an apply.
+        target = self.object_id(old)
+        if reasons:
+            policy.guard(jetstream(news), self.kind, target, self.allowed(news, target), "replace", reasons)
+        else:
+            self.guard_in_place(old, new, fields, news, self.allowed(news, target))
+        return dyn.DiffResult(changes=True, replaces=reasons, delete_before_replace=True)
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        spec = self.parse(props)
+        id_ = self.object_id(spec)
+        js = jetstream(props)
+        with self.write_lock:
+            info = self.fetch(js, id_)
+            if info is not None:
+                fixed = self.replace_reasons(self.spec_of(id_, info), spec)
+                if fixed:
+                    raise EventBusError(
+                        f"{self.kind} {id_} already exists with a different {', '.join(fixed)}: "
+                        f"{'; '.join(fixed.values())}. Delete it (losing {self.loses}) or match its config"
+                    )
+            info = self.apply(js, spec, info, props)
+        return dyn.CreateResult(id_, self.outputs(props, self.spec_of(id_, info)))
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        spec = self.parse(news)
+        js = jetstream(news)
+        with self.write_lock:
+            info = self.apply(js, spec, self.fetch(js, self.object_id(spec)), news)
+        return dyn.UpdateResult(self.outputs(news, self.spec_of(self.object_id(spec), info)))
+
+    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
+        info = self.fetch(jetstream(props), id_)
+        if info is None:
+            return dyn.ReadResult("", {})  # gone: Pulumi drops it and the next up recreates it
+        spec = self.spec_of(id_, info)
+        outs = self.outputs(props, spec)
+        # The inputs as the program sends them (spec defaults left out), so a refreshed
+        # state diffs cleanly against the program.
+        return dyn.ReadResult(id_, outs, {**self.inputs.view(outs), **spec.props()})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        js = jetstream(props)
+        opted = self.allowed(props, id_)
+        self.before_delete(js, id_, props, opted)
+        policy.guard(js, self.kind, id_, opted, "delete")
+        self.remove(js, id_, props, opted)

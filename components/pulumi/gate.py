@@ -25,34 +25,44 @@ from components.jetstream.client import ConnectionSettings
 from components.jetstream.errors import EventBusError
 from components.migration.probe import live_checks
 from components.migration.verify import passed, verify_phase
-from components.pulumi import base as rc
+from components.pulumi import base
+from components.pulumi.inputs import GATE_INPUTS, RESOURCES
 from components.spec.stack import ProbeSettings, StackConfig
 
 HOOK_TIMEOUT = 600
+
+#: Stack fields no verification or probe reads: changing one must not rerun the rollout hook.
+UNVERIFIED = frozenset({"max_bytes"})
+
+
+def unverified_fields() -> frozenset[str]:
+    """The stack fields left out of the gate's `stack` input: those it does not verify, and
+    those the resources carry as their own inputs (the gate's own `verify` and `hook` among them)."""
+    return UNVERIFIED.union(*(r.stack_fields() for r in RESOURCES))
 
 
 def _run(props: dict[str, Any]) -> dict[str, Any]:
     stack = StackConfig.model_validate(props["stack"])
     phase = int(props["phase"])
-    outs: dict[str, Any] = {**props, "checks": 0, "warnings": [], "probes": [], "health": []}
-    if props.get("verify", True):
-        js = rc.jetstream(props)
+    outs: dict[str, Any] = {**GATE_INPUTS.stored(props), "checks": 0, "warnings": [], "probes": [], "health": []}
+    if GATE_INPUTS.value(props, "verify"):
+        js = base.jetstream(props)
         findings = verify_phase(js, stack, phase)
         if not passed(findings):
             lines = "\n".join(f"  {f.status.upper():4} {f.target}: {f.message}" for f in findings if f.status != "pass")
-            raise EventBusError(f"phase {phase} verification failed on {', '.join(props[rc.SERVERS])}:\n{lines}")
+            raise EventBusError(f"phase {phase} verification failed on {', '.join(props['servers'])}:\n{lines}")
         # Structure first, then behaviour: one real message per subject pattern, and each durable's health.
         live = live_checks(js, stack, phase, probes=stack.probe.enabled)
         live_findings = live.findings()
         if not passed(live_findings):
             lines = "\n".join(f"  {f.status.upper():4} {f.target}: {f.message}" for f in live_findings if f.status != "pass")
-            raise EventBusError(f"phase {phase} probe failed on {', '.join(props[rc.SERVERS])}:\n{lines}")
+            raise EventBusError(f"phase {phase} probe failed on {', '.join(props['servers'])}:\n{lines}")
         findings = [*findings, *live_findings]
         outs["checks"] = len(findings)
         outs["warnings"] = [f"{f.target}: {f.message}" for f in findings if f.status == "warn"]
         outs["probes"] = [p.as_dict() for p in live.probes]
         outs["health"] = [f"{h.stream}/{h.durable}: {h.line}" for h in live.health]
-    hook = props.get("hook") or ""
+    hook = GATE_INPUTS.value(props, "hook")
     if hook:
         done = subprocess.run(hook, shell=True, capture_output=True, text=True, timeout=HOOK_TIMEOUT, check=False)
         if done.returncode:
@@ -69,9 +79,7 @@ class PhaseGateProvider(dyn.ResourceProvider):
         return dyn.CreateResult(f"phase-gate-{props['phase']}", _run(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        keys = ("phase", "stack", "hook", "verify", rc.SERVERS)
-        changed = [k for k in keys if olds.get(k) != news.get(k)]
-        return dyn.DiffResult(changes=bool(changed), replaces=[])
+        return dyn.DiffResult(changes=bool(GATE_INPUTS.changed(olds, news, base.unknown)), replaces=[])
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         return dyn.UpdateResult(_run(news))
@@ -94,23 +102,17 @@ class PhaseGate(dyn.Resource, module="jetstream", name="PhaseGate"):
 
     def __init__(self, name: str, stack: StackConfig, connection: ConnectionSettings,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        servers, creds = rc.connection_inputs(connection)
         # What the gate does not verify stays out of its input: changing it must not rerun the rollout hook.
-        skip = {"allow_data_loss", "claim_retry_timeout", "drain_timeout", "max_bytes", "rollout_hooks", "verify"}
+        skip = set(unverified_fields())
         if stack.probe == ProbeSettings():
             # Default probe settings parse back the same when left out, and a stack applied before the
             # probe existed then sees no change to its gate.
             skip.add("probe")
-        props = {
+        props = base.register({}, GATE_INPUTS, {
             "phase": stack.phase,
             "stack": stack.model_dump(mode="json", exclude=skip),
             "verify": stack.verify,
             "hook": stack.rollout_hooks.get(stack.phase, ""),
-            rc.SERVERS: servers,
-            rc.CREDENTIALS: pulumi.Output.secret(creds) if creds else {},
-            "checks": None,
-            "warnings": None,
-            "probes": None,
-            "health": None,
-        }
+            **base.connection_values(connection),
+        })
         super().__init__(PhaseGateProvider(), name, props, opts)

@@ -6,135 +6,64 @@ from typing import Any
 
 import pulumi
 import pulumi.dynamic as dyn
-from pydantic import ValidationError
 
-from components.jetstream.client import ConnectionSettings
-from components.jetstream.errors import EventBusError
+from components.jetstream.client import ConnectionSettings, JetStream
+from components.migration import policy
 from components.migration.handover import STREAM_WRITE_LOCK, apply_stream
-from components.migration.policy import guard_data_loss
-from components.pulumi import base as rc
-from components.pulumi import lifeline
-from components.spec.stream import StreamSpec, changed_fields, replace_reasons
+from components.pulumi import base, lifeline
+from components.pulumi.inputs import STREAM_INPUTS
+from components.spec.stream import StreamSpec, replace_reasons
 
 lifeline.start_if_plugin()  # in the dynamic-provider process: exit when the engine is gone
 
-#: Streams this stream may take subjects from when it claims them (see `hand_over`).
-TAKEOVER = "takeover"
-#: Input: seconds the provider keeps retrying a claim (then the give-back) across reconnects.
-CLAIM_RETRY_TIMEOUT = "claim_retry_timeout"
-DEFAULT_CLAIM_RETRY_TIMEOUT = 30.0
-#: Input: subjects the stream must claim now although its state says it has them.
-RECLAIM = "reclaim"
 
+class StreamProvider(base.SpecProvider[StreamSpec]):
+    """Create, read, update and delete one JetStream stream. Stateless: pickled by reference.
 
-# -- the provider -------------------------------------------------------------------------
-def _parse(props: dict[str, Any]) -> StreamSpec:
-    fields = StreamSpec.model_fields
-    return StreamSpec.model_validate({k: v for k, v in props.items() if k in fields})
+    Every write runs under the provider process's stream write lock and goes through
+    the hand-over (`components.migration.handover.apply_stream`), which moves subjects
+    from the `takeover` streams that hold them.
+    """
 
+    kind = "stream"
+    spec_type = StreamSpec
+    inputs = STREAM_INPUTS
+    loses = "its messages"
+    write_lock = STREAM_WRITE_LOCK
 
-def _outputs(props: dict[str, Any], spec: StreamSpec) -> dict[str, Any]:
-    """The state after a call: the server's view of the stream plus the non-spec inputs."""
-    return {
-        **spec.props(full=True),
-        "stream_name": spec.name,
-        rc.SERVERS: props[rc.SERVERS],
-        rc.CREDENTIALS: props.get(rc.CREDENTIALS) or {},
-        rc.ALLOW_DATA_LOSS: bool(props.get(rc.ALLOW_DATA_LOSS)),
-        TAKEOVER: list(props.get(TAKEOVER) or []),
-        CLAIM_RETRY_TIMEOUT: _retry_timeout(props),
-    }
+    def object_id(self, spec: StreamSpec) -> str:
+        return spec.name
 
+    def replace_reasons(self, old: StreamSpec, new: StreamSpec) -> dict[str, str]:
+        return replace_reasons(old, new)
 
-def _retry_timeout(props: dict[str, Any]) -> float:
-    value = props.get(CLAIM_RETRY_TIMEOUT)
-    return DEFAULT_CLAIM_RETRY_TIMEOUT if value is None else float(value)
+    def fetch(self, js: JetStream, id_: str) -> dict | None:
+        return js.stream_info(id_)
 
+    def spec_of(self, id_: str, info: dict) -> StreamSpec:
+        return StreamSpec.from_wire(info["config"])
 
-class StreamProvider(rc.OptInAware, dyn.ResourceProvider):
-    """Create, read, update and delete one JetStream stream. Stateless: pickled by reference."""
+    def apply(self, js: JetStream, spec: StreamSpec, info: dict | None, props: dict[str, Any]) -> dict:
+        return apply_stream(js, spec, info, self.inputs.value(props, "takeover"),
+                            self.inputs.value(props, "claim_retry_timeout"))
 
-    serialize_as_secret_always = False
-
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
-        try:
-            spec = _parse(news)
-        except ValidationError as exc:
-            return dyn.CheckResult(news, [dyn.CheckFailure(f, m) for f, m in rc.validation_messages(exc)])
-        if spec.sealed and not _olds:
-            return dyn.CheckResult(news, [dyn.CheckFailure("sealed", "a stream cannot be created sealed; seal it in a later update")])
-        inputs = {**news, **spec.props()}
-        inputs.pop(rc.ADOPTION, None)
-        if not _olds:
-            self._note_adoption(spec, inputs)
-        return dyn.CheckResult(inputs, [])
-
-    def _note_adoption(self, spec: StreamSpec, inputs: dict[str, Any]) -> None:
-        """On create, say in the preview whether an existing stream will be adopted."""
-        try:
-            js = rc.jetstream(inputs)
-            info = js.stream_info(spec.name)
-        except EventBusError:
-            return  # the server is checked again at create time
-        if info is None:
-            return
-        existing = StreamSpec.from_wire(info["config"])
-        fixed = replace_reasons(existing, spec)
-        changed = [] if fixed else changed_fields(existing, spec)
-        inputs[rc.ADOPTION] = rc.adoption_note(f"stream {spec.name}", fixed, changed)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        old, new = _parse(olds), _parse(news)
-        fields = changed_fields(old, new)
-        fields += rc.changed_inputs(olds, news, (rc.SERVERS, rc.CREDENTIALS, rc.ALLOW_DATA_LOSS, TAKEOVER))
-        if news.get(RECLAIM) and not rc.unknown(news.get(RECLAIM)):
-            fields.append(RECLAIM)  # the server lost subjects the state still lists: claim them again
-        if not fields:
-            return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
-        reasons = replace_reasons(old, new)
-        if reasons:
-            # Refuse at preview time, not half-way through an apply.
-            guard_data_loss(rc.jetstream(news), new.name, bool(news.get(rc.ALLOW_DATA_LOSS)), "replacing it", sorted(reasons))
-        return dyn.DiffResult(changes=True, replaces=sorted(reasons), delete_before_replace=True)
-
-    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        spec = _parse(props)
-        js = rc.jetstream(props)
-        with STREAM_WRITE_LOCK:
-            info = js.stream_info(spec.name)
-            if info is not None:
-                existing = StreamSpec.from_wire(info["config"])
-                fixed = replace_reasons(existing, spec)
-                if fixed:
-                    raise EventBusError(
-                        f"stream {spec.name} already exists with a different {', '.join(fixed)}: "
-                        f"{'; '.join(fixed.values())}. Delete it (losing its messages) or match its config"
-                    )
-            info = apply_stream(js, spec, info, list(props.get(TAKEOVER) or []), _retry_timeout(props))
-        return dyn.CreateResult(spec.name, _outputs(props, StreamSpec.from_wire(info["config"])))
-
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
-        spec = _parse(news)
-        js = rc.jetstream(news)
-        with STREAM_WRITE_LOCK:
-            # Created again if it was deleted out of band since the last refresh.
-            info = apply_stream(js, spec, js.stream_info(spec.name), list(news.get(TAKEOVER) or []),
-                                _retry_timeout(news))
-        return dyn.UpdateResult(_outputs(news, StreamSpec.from_wire(info["config"])))
-
-    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
-        js = rc.jetstream(props)
-        info = js.stream_info(id_)
-        if info is None:
-            return dyn.ReadResult("", {})  # gone: Pulumi drops it and the next up recreates it
-        spec = StreamSpec.from_wire(info["config"])
-        outs = _outputs(props, spec)
-        return dyn.ReadResult(id_, outs, rc.input_view(outs, spec.props()))
-
-    def delete(self, id_: str, props: dict[str, Any]) -> None:
-        js = rc.jetstream(props)
-        guard_data_loss(js, id_, self.allowed(props, id_), "deleting it")
+    def remove(self, js: JetStream, id_: str, props: dict[str, Any], opted: bool) -> None:
         js.stream_delete(id_)
+
+    def failures(self, olds: dict[str, Any], spec: StreamSpec, news: dict[str, Any]) -> list[dyn.CheckFailure]:
+        if spec.sealed and not olds:
+            return [dyn.CheckFailure("sealed", "a stream cannot be created sealed; seal it in a later update")]
+        return []
+
+    def guard_in_place(self, old: StreamSpec, new: StreamSpec, fields: list[str], news: dict[str, Any],
+                       opted: bool) -> None:
+        if policy.TRIMMING_FIELDS.intersection(fields):
+            policy.guard_limits(base.jetstream(news), old, new, opted)
+
+    def forced_changes(self, news: dict[str, Any]) -> list[str]:
+        reclaim = news.get("reclaim")
+        # The server lost subjects the state still lists: claim them again.
+        return ["reclaim"] if reclaim and not base.unknown(reclaim) else []
 
 
 class Stream(dyn.Resource, module="jetstream", name="Stream"):
@@ -151,19 +80,15 @@ class Stream(dyn.Resource, module="jetstream", name="Stream"):
         *,
         allow_data_loss: bool = False,
         takeover: list[str] | None = None,
-        claim_retry_timeout: float = DEFAULT_CLAIM_RETRY_TIMEOUT,
+        claim_retry_timeout: float = STREAM_INPUTS["claim_retry_timeout"].default,
         reclaim: list[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        servers, creds = rc.connection_inputs(connection)
-        props: dict[str, Any] = {
-            **spec.props(),
-            rc.SERVERS: servers,
-            rc.CREDENTIALS: pulumi.Output.secret(creds) if creds else {},
-            rc.ALLOW_DATA_LOSS: allow_data_loss,
-            TAKEOVER: sorted(set(takeover or []) - {spec.name}),
-            CLAIM_RETRY_TIMEOUT: claim_retry_timeout,
-            RECLAIM: sorted(reclaim or []),
-            "stream_name": None,
-        }
+        props = base.register(spec.props(), STREAM_INPUTS, {
+            **base.connection_values(connection),
+            "allow_data_loss": allow_data_loss,
+            "takeover": sorted(set(takeover or []) - {spec.name}),
+            "claim_retry_timeout": claim_retry_timeout,
+            "reclaim": sorted(reclaim or []),
+        })
         super().__init__(StreamProvider(), resource_name, props, opts)

@@ -1,0 +1,180 @@
+"""The inputs each resource carries beside its spec, declared once per resource kind.
+
+A stream or consumer resource registers its spec's fields plus a few inputs that
+are not part of the server object: where the server is, the credentials, the
+data-loss opt-in, and what the provider needs to move subjects or drain a durable.
+Each is declared here once, with what the providers and the preview report do with
+it; the resource's registered props, the outputs stored in the state, the keys
+`diff()` compares, the inputs `read()` reports, the preview report's ignore list
+and the stack fields the phase gate leaves out all derive from these declarations.
+
+No Pulumi import: the preview report (the CLI) reads these declarations too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(v) for v in value or ()]
+
+
+@dataclass(frozen=True)
+class Input:
+    """One non-spec input of a resource.
+
+    The state stores an input only when the provider needs it after the call that
+    wrote it: `diff()` compares the old outputs with the new inputs, and `read()` and
+    `delete()` get nothing but the old outputs. Every byte stored is rewritten on each
+    step of a `pulumi up`, so an input no later call reads is not stored.
+    """
+
+    key: str
+    #: The value when the props leave it out (a state written before the input existed).
+    default: Any = None
+    #: Normalises a value given in the props (the type it has in the state).
+    convert: Callable[[Any], Any] = _same
+    #: A change of it is a change of the resource: `diff()` reports it (so it is stored).
+    diff: bool = False
+    #: Stored in the state because `read()` or `delete()` needs it.
+    stored: bool = False
+    #: Registered as a secret, so the state keeps it encrypted.
+    secret: bool = False
+    #: The preview report lists a change of it as a changed input.
+    reported: bool = True
+    #: The StackConfig field it is taken from; the phase gate leaves that field out of
+    #: what it verifies, so changing it does not rerun the rollout hook.
+    stack_field: str | None = None
+
+    @property
+    def kept(self) -> bool:
+        """In the state after create/update/read."""
+        return self.diff or self.stored
+
+    def value(self, props: Mapping[str, Any]) -> Any:
+        raw = props.get(self.key, self.default)
+        return None if raw is None else self.convert(raw)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The non-spec inputs of one resource kind and the outputs it declares."""
+
+    fields: tuple[Input, ...]
+    #: Outputs the resource declares (registered as None, filled in by the provider).
+    placeholders: tuple[str, ...] = ()
+
+    def __getitem__(self, key: str) -> Input:
+        for field in self.fields:
+            if field.key == key:
+                return field
+        raise KeyError(key)
+
+    def value(self, props: Mapping[str, Any], key: str) -> Any:
+        """The input `key` of `props`, normalised, or its default."""
+        return self[key].value(props)
+
+    @property
+    def diff_keys(self) -> tuple[str, ...]:
+        return tuple(f.key for f in self.fields if f.diff)
+
+    def changed(self, olds: Mapping[str, Any], news: Mapping[str, Any],
+                unknown: Callable[[Any], bool] = lambda _: False) -> list[str]:
+        """The diff keys whose value differs (`unknown` values, not yet known in a preview, count as unchanged)."""
+        return [f.key for f in self.fields
+                if f.diff and not unknown(news.get(f.key)) and f.value(olds) != f.value(news)]
+
+    def stored(self, props: Mapping[str, Any]) -> dict[str, Any]:
+        """What the state keeps of `props`, normalised."""
+        return {f.key: f.value(props) for f in self.fields if f.kept}
+
+    def view(self, outs: Mapping[str, Any]) -> dict[str, Any]:
+        """The stored inputs of `outs`, for the inputs `read()` reports."""
+        return {f.key: outs[f.key] for f in self.fields if f.kept and f.key in outs}
+
+    def register(self, values: Mapping[str, Any], secret: Callable[[Any], Any]) -> dict[str, Any]:
+        """The props a resource registers for `values` (each a declared key), with the
+        secret ones wrapped by `secret` (pulumi.Output.secret) unless empty, plus a None
+        placeholder per declared output."""
+        unknown_keys = sorted(set(values) - {f.key for f in self.fields})
+        if unknown_keys:
+            raise KeyError(f"undeclared inputs: {', '.join(unknown_keys)}")
+        props: dict[str, Any] = {}
+        for key, value in values.items():
+            props[key] = secret(value) if self[key].secret and value else value
+        return {**props, **dict.fromkeys(self.placeholders)}
+
+    def unreported(self) -> set[str]:
+        return {f.key for f in self.fields if not f.reported} | set(self.placeholders)
+
+    def stack_fields(self) -> set[str]:
+        return {f.stack_field for f in self.fields if f.stack_field}
+
+
+# -- shared by the resources --------------------------------------------------------------
+SERVERS = Input("servers", default=(), convert=_strings, diff=True, stored=True)
+CREDENTIALS = Input("credentials", default={}, convert=dict, diff=True, stored=True, secret=True)
+ALLOW_DATA_LOSS = Input("allow_data_loss", default=False, convert=bool, diff=True, stored=True,
+                        stack_field="allow_data_loss")
+#: Set by check() on a create that adopts an existing object; shown in the preview, never stored.
+ADOPTION = Input("adoption", reported=False)
+
+# -- per resource -------------------------------------------------------------------------
+STREAM_INPUTS = Inputs(
+    fields=(
+        SERVERS, CREDENTIALS, ALLOW_DATA_LOSS, ADOPTION,
+        #: The streams this stream may take subjects from when it claims them (handover).
+        Input("takeover", default=(), convert=_strings, diff=True),
+        #: Seconds the provider keeps retrying a claim (then the give-back) across reconnects.
+        Input("claim_retry_timeout", default=30.0, convert=float, reported=False, stack_field="claim_retry_timeout"),
+        #: Subjects the stream must claim now although its state says it has them (the plan's
+        #: `reclaim`); `diff()` reports a non-empty one as a change.
+        Input("reclaim", default=(), convert=_strings),
+    ),
+    placeholders=("stream_name",),
+)
+
+CONSUMER_INPUTS = Inputs(
+    fields=(
+        SERVERS, CREDENTIALS, ALLOW_DATA_LOSS, ADOPTION,
+        #: The desired subjects of the consumer's stream, so check() catches a filter no subject
+        #: of the stream covers before anything reaches the server; stored so that a refresh
+        #: reports the inputs the program sends.
+        Input("stream_subjects", default=(), convert=_strings, stored=True),
+        #: Seconds delete() waits for the durable's pending messages to drain.
+        Input("drain_timeout", default=30.0, convert=float, diff=True, stack_field="drain_timeout"),
+    ),
+    placeholders=("consumer_id",),
+)
+
+GATE_INPUTS = Inputs(
+    fields=(
+        Input("phase", convert=int, diff=True),
+        #: The stack config the gate verifies against (what it does not verify left out).
+        Input("stack", default={}, convert=dict, diff=True),
+        Input("verify", default=True, convert=bool, diff=True, stack_field="verify"),
+        #: The rollout hook of the phase, a shell command.
+        Input("hook", default="", convert=str, diff=True, stack_field="rollout_hooks"),
+        SERVERS,
+        # Not compared (new credentials alone do not rerun the gate); stored so that a refresh,
+        # which reports the stored inputs back, keeps them in the state's inputs.
+        Input("credentials", default={}, convert=dict, stored=True, secret=True),
+    ),
+    placeholders=("checks", "warnings", "probes", "health"),
+)
+
+RESOURCES = (STREAM_INPUTS, CONSUMER_INPUTS, GATE_INPUTS)
+
+
+def report_ignored(resources: Iterable[Inputs] = RESOURCES) -> frozenset[str]:
+    """Input keys the preview report does not list as changes: the pickled provider, the
+    declared outputs (a refresh copies their values into the inputs) and the inputs
+    declared unreported."""
+    return frozenset({"__provider"}.union(*(r.unreported() for r in resources)))

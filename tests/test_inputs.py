@@ -1,0 +1,56 @@
+"""The non-spec inputs declared once per resource: what each resource registers, stores and compares."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.cli.preview_report import IGNORED_INPUTS
+from components.pulumi.inputs import CONSUMER_INPUTS, GATE_INPUTS, STREAM_INPUTS
+
+
+def _secret(value: object) -> tuple[str, object]:
+    return ("secret", value)
+
+
+def test_register_wraps_non_empty_secrets_and_adds_the_output_placeholders() -> None:
+    props = STREAM_INPUTS.register({"servers": ["nats://127.0.0.1:4222"], "credentials": {"token": "t"}}, _secret)
+
+    assert props == {"servers": ["nats://127.0.0.1:4222"], "credentials": ("secret", {"token": "t"}), "stream_name": None}
+    assert STREAM_INPUTS.register({"credentials": {}}, _secret)["credentials"] == {}
+
+
+def test_register_undeclared_input_fails_naming_it() -> None:
+    with pytest.raises(KeyError, match="drain_timeout"):
+        STREAM_INPUTS.register({"drain_timeout": 5.0}, _secret)
+
+
+def test_changed_compares_normalised_values_and_skips_unknown_ones() -> None:
+    olds = {"servers": ["nats://a"], "credentials": {}, "allow_data_loss": False, "drain_timeout": 30.0}
+
+    assert CONSUMER_INPUTS.changed(olds, {**olds, "drain_timeout": 30}) == []
+    assert CONSUMER_INPUTS.changed(olds, {**olds, "allow_data_loss": True}) == ["allow_data_loss"]
+    assert CONSUMER_INPUTS.changed(olds, {**olds, "servers": "?"}, unknown=lambda v: v == "?") == []
+    # Not a diff key: a change of the stream's desired subjects alone is no change of the durable.
+    assert CONSUMER_INPUTS.changed(olds, {**olds, "stream_subjects": ["x.>"]}) == []
+
+
+def test_stored_falls_back_to_defaults_for_a_state_written_before_an_input_existed() -> None:
+    assert STREAM_INPUTS.stored({"servers": ["nats://a"]}) == {
+        "servers": ["nats://a"], "credentials": {}, "allow_data_loss": False, "takeover": []}
+
+
+@pytest.mark.parametrize(("key", "ignored"), [
+    ("__provider", True), ("adoption", True), ("claim_retry_timeout", True), ("stream_name", True),
+    ("consumer_id", True), ("checks", True), ("probes", True),
+    ("takeover", False), ("reclaim", False), ("drain_timeout", False), ("allow_data_loss", False), ("stack", False),
+    ("credentials", False),
+])
+def test_preview_report_ignores_only_what_is_not_config(key: str, ignored: bool) -> None:
+    assert (key in IGNORED_INPUTS) is ignored
+
+
+def test_gate_compares_what_it_verifies_and_not_the_credentials() -> None:
+    olds = {"phase": 1, "stack": {"phase": 1}, "verify": True, "hook": "", "servers": ["nats://a"]}
+
+    assert GATE_INPUTS.changed(olds, {**olds, "credentials": {"token": "new"}}) == []
+    assert GATE_INPUTS.changed(olds, {**olds, "hook": "make restart"}) == ["hook"]
