@@ -22,7 +22,6 @@ benchmarks/RESULTS-fault-window.md.
 from __future__ import annotations
 
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -94,9 +93,7 @@ def main() -> int:
     lines = [
         "# The unowned window under faults",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/fault_window.py --rounds {args.rounds}` on "
-        f"{os.cpu_count()} cores (shared with other work), {platform.python_implementation()} "
-        f"{platform.python_version()}, nats-server 2.15.1 on loopback, Pulumi CLI v3.259.0, `claimRetryTimeout` 20s. "
+        rounds_cli.measured("fault_window.py", args.rounds, " (shared with other work)") + ", `claimRetryTimeout` 20s. "
         "A publisher sends every 1 ms to one subject of the moving group and retries on no-responders and timeouts; "
         "the figure is the longest stretch from a first refused publish to the next stored one. `refused` includes "
         "the move applied once the config is fixed (the refused `pulumi up` releases nothing); `crash` includes "

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -26,3 +29,10 @@ def run(one_round: Callable[[Path], T], count: int) -> list[T]:
         with tempfile.TemporaryDirectory() as tmp:
             results.append(one_round(Path(tmp)))
     return results
+
+
+def measured(script: str, rounds: int, cores_note: str = "") -> str:
+    """The opening of a results file's method line: when, the command, and the machine."""
+    return (f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/{script} --rounds {rounds}` on "
+            f"{os.cpu_count()} cores{cores_note}, {platform.python_implementation()} {platform.python_version()}, "
+            "nats-server 2.15.1 on loopback, Pulumi CLI v3.259.0")

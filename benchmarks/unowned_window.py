@@ -10,8 +10,6 @@ writes benchmarks/RESULTS-unowned-window.md.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import sys
 import time
@@ -55,9 +53,7 @@ def main() -> int:
     lines = [
         "# The unowned window",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/unowned_window.py --rounds {args.rounds}` on "
-        f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, nats-server 2.15.1 on "
-        "loopback, Pulumi CLI v3.259.0. A publisher sends every 1 ms to one subject of the moving group and retries "
+        rounds_cli.measured("unowned_window.py", args.rounds) + ". A publisher sends every 1 ms to one subject of the moving group and retries "
         "on no-responders every 1 ms; the window is the longest stretch from a first refused publish to the next "
         "stored one (so it includes up to one retry interval).",
         "",
