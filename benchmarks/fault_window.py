@@ -21,19 +21,17 @@ benchmarks/RESULTS-fault-window.md.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import rounds as rounds_cli  # noqa: E402
 from tests.harness import NatsServer  # noqa: E402
 from tests.proxy import CUT_BEFORE, FORWARD  # noqa: E402
 from tests.test_faults_deploy import MOVES, Deploy  # noqa: E402
@@ -90,20 +88,12 @@ def one_round(workdir: Path) -> dict[tuple[str, int, int], tuple[float, int]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS-fault-window.md"))
-    args = parser.parse_args()
-    rounds = []
-    for _ in range(args.rounds):
-        with tempfile.TemporaryDirectory() as tmp:
-            rounds.append(one_round(Path(tmp)))
+    args = rounds_cli.parse(__doc__, 1, ROOT / "benchmarks" / "RESULTS-fault-window.md")
+    rounds = rounds_cli.run(one_round, args.rounds)
     lines = [
         "# The unowned window under faults",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/fault_window.py --rounds {args.rounds}` on "
-        f"{os.cpu_count()} cores (shared with other work), {platform.python_implementation()} "
-        f"{platform.python_version()}, nats-server 2.15.1 on loopback, Pulumi CLI v3.259.0, `claimRetryTimeout` 20s. "
+        rounds_cli.measured("fault_window.py", args.rounds, " (shared with other work)") + ", `claimRetryTimeout` 20s. "
         "A publisher sends every 1 ms to one subject of the moving group and retries on no-responders and timeouts; "
         "the figure is the longest stretch from a first refused publish to the next stored one. `refused` includes "
         "the move applied once the config is fixed (the refused `pulumi up` releases nothing); `crash` includes "

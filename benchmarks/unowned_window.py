@@ -10,18 +10,15 @@ writes benchmarks/RESULTS-unowned-window.md.
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import rounds as rounds_cli  # noqa: E402
 from tests.harness import NatsServer, PulumiProject  # noqa: E402
 from tests.traffic import Publisher  # noqa: E402
 
@@ -51,20 +48,12 @@ def one_round(workdir: Path) -> dict[tuple[int, int], tuple[float, int]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS-unowned-window.md"))
-    args = parser.parse_args()
-    rounds = []
-    for _ in range(args.rounds):
-        with tempfile.TemporaryDirectory() as tmp:
-            rounds.append(one_round(Path(tmp)))
+    args = rounds_cli.parse(__doc__, 3, ROOT / "benchmarks" / "RESULTS-unowned-window.md")
+    rounds = rounds_cli.run(one_round, args.rounds)
     lines = [
         "# The unowned window",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/unowned_window.py --rounds {args.rounds}` on "
-        f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, nats-server 2.15.1 on "
-        "loopback, Pulumi CLI v3.259.0. A publisher sends every 1 ms to one subject of the moving group and retries "
+        rounds_cli.measured("unowned_window.py", args.rounds) + ". A publisher sends every 1 ms to one subject of the moving group and retries "
         "on no-responders every 1 ms; the window is the longest stretch from a first refused publish to the next "
         "stored one (so it includes up to one retry interval).",
         "",

@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from components.spec import fields
 from components.spec.durations import ns
-from components.spec.fields import Duration, Fixed, When, Wire, WireModel, subject_list
-from components.spec.subjects import name_problem, subject_problem
+from components.spec.fields import Duration, Fixed, When, Wire, WireModel, metadata_without, subject_list
+from components.spec.subjects import ConsumerName, StreamName, subject_problem
 
 
 def _fixed(field: str) -> Fixed:
@@ -38,9 +38,9 @@ def _rfc3339(value: object) -> object:
 class ConsumerSpec(WireModel):
     """A durable consumer's desired config, in the units people write."""
 
-    stream: Annotated[str, Fixed("a consumer cannot move to another stream")] = Field(
+    stream: Annotated[StreamName, Fixed("a consumer cannot move to another stream")] = Field(
         description="The stream the consumer reads; moving it means a new consumer")
-    durable_name: Annotated[str, Fixed("a durable cannot be renamed")]
+    durable_name: Annotated[ConsumerName, Fixed("a durable cannot be renamed")]
     description: str = ""
     deliver_policy: Annotated[Literal["all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject"],
                               _fixed("deliver_policy")] = "all"
@@ -60,9 +60,9 @@ class ConsumerSpec(WireModel):
     replicas: Annotated[int, Wire("num_replicas")] = Field(default=0, ge=0, le=5, description="0 follows the stream's replicas")
     mem_storage: Annotated[bool, _fixed("mem_storage")] = False
     headers_only: bool = False
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: Annotated[dict[str, str], metadata_without("_nats.")] = Field(default_factory=dict)
     sample_freq: str = Field(default="", pattern=r"^(\d{1,3}%?)?$", description='Share of acks sampled as advisories, e.g. "10%"')
-    pause_until: Annotated[str | None, Wire(api_level=1), Fixed(
+    pause_until: Annotated[str | None, BeforeValidator(_rfc3339), Wire(api_level=1), Fixed(
         "pause_until is kept on update (pause or resume with $JS.API.CONSUMER.PAUSE)")] = Field(
         default=None, description="RFC 3339 time until which the consumer delivers nothing")
     # pull consumers
@@ -81,24 +81,6 @@ class ConsumerSpec(WireModel):
     flow_control: Annotated[bool, _fixed("flow_control")] = False
     idle_heartbeat: Annotated[Duration, _fixed("idle_heartbeat")] = "0"
     rate_limit_bps: int = Field(default=0, ge=0)
-
-    @field_validator("stream", "durable_name")
-    @classmethod
-    def _names(cls, value: str, info: Any) -> str:
-        what = "stream" if info.field_name == "stream" else "consumer"
-        if problem := name_problem(value, what):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("pause_until", mode="before")
-    @classmethod
-    def _pause_until(cls, value: object) -> object:
-        return _rfc3339(value)
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        return {k: v for k, v in value.items() if not k.startswith("_nats.")}
 
     @model_validator(mode="before")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer
 
 NS = 1
 US = 1_000
@@ -79,3 +79,14 @@ Duration = Annotated[str, BeforeValidator(_canonical), PlainSerializer(lambda v:
 def ns(value: str) -> int:
     """Nanoseconds of a canonical `Duration` value."""
     return parse_duration(value)
+
+
+def positive(why: str) -> AfterValidator:
+    """A Duration that must be longer than 0; `why` is the message otherwise."""
+
+    def check(value: str) -> str:
+        if ns(value) <= 0:
+            raise ValueError(why)
+        return value
+
+    return AfterValidator(check)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
@@ -258,3 +258,8 @@ def subject_list(overlap: str, *, one: bool = False) -> BeforeValidator:
         return tuple(sorted(value))
 
     return BeforeValidator(check)
+
+
+def metadata_without(*prefixes: str) -> AfterValidator:
+    """Metadata with the keys under `prefixes` dropped (the server's own, this tool's): they are not config."""
+    return AfterValidator(lambda value: {k: v for k, v in value.items() if not k.startswith(prefixes)})

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -30,9 +30,9 @@ from pydantic.alias_generators import to_camel, to_pascal
 
 from components.jetstream.client import ConnectionSettings
 from components.jetstream.errors import ConfigError
-from components.spec.durations import Duration, ns
+from components.spec.durations import Duration, ns, positive
 from components.spec.stream import StreamSpec
-from components.spec.subjects import name_problem, subject_problem
+from components.spec.subjects import ConsumerName, StreamName, Subject
 from components.spec.table import (
     SEED_DURABLES,
     SEEDS,
@@ -82,46 +82,18 @@ def url_problem(url: str) -> str | None:
 class StreamSettings(_Model):
     """Per-stream settings (the seeds' STREAM_*_NAME overrides and retention)."""
 
-    name: str
+    name: StreamName
     max_age: Duration
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if problem := name_problem(value):
-            raise ValueError(problem)
-        return value
 
 
 class DurableSettings(_Model):
     """A service's durable consumer (the seeds' NORMALIZE_HRV_* values)."""
 
-    durable: str
-    filter_subject: str
+    durable: ConsumerName
+    filter_subject: Subject
     max_deliver: int = Field(default=5, ge=1)
-    ack_wait: Duration = "60s"
+    ack_wait: Annotated[Duration, positive("ackWait must be longer than 0, e.g. '60s'")] = "60s"
     max_ack_pending: int = Field(default=1000, ge=1)
-
-    @field_validator("durable")
-    @classmethod
-    def _durable(cls, value: str) -> str:
-        if problem := name_problem(value, "consumer"):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("filter_subject")
-    @classmethod
-    def _filter(cls, value: str) -> str:
-        if problem := subject_problem(value):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("ack_wait")
-    @classmethod
-    def _ack_wait(cls, value: str) -> str:
-        if ns(value) <= 0:
-            raise ValueError("ackWait must be longer than 0, e.g. '60s'")
-        return value
 
 
 class ProbeSettings(_Model):
@@ -209,7 +181,8 @@ class StackConfig(_Model):
         default=(), description="Stream names or STREAM/durable ids that may be deleted or replaced with data in them"
     )
     drain_timeout: Duration = Field(default="30s", description="How long deleting a durable waits for its last messages")
-    claim_retry_timeout: Duration = Field(
+    claim_retry_timeout: Annotated[Duration, positive(
+        "must be longer than 0, e.g. '30s' (how long a hand-over retries across reconnects)")] = Field(
         default="30s", description="How long a subject hand-over retries its claim (then the give-back) across reconnects"
     )
     verify: bool = Field(default=True, description="Run the phase verification at the end of pulumi up")
@@ -262,14 +235,6 @@ class StackConfig(_Model):
             raise ValueError("use -1 for no limit or a positive number of bytes")
         return value
 
-    @field_validator("claim_retry_timeout")
-    @classmethod
-    def _claim_retry(cls, value: str) -> str:
-        # Zero would mean one cut connection between release and claim leaves a subject without a stream.
-        if ns(value) <= 0:
-            raise ValueError("must be longer than 0, e.g. '30s' (how long a hand-over retries across reconnects)")
-        return value
-
     @field_validator("nats_url")
     @classmethod
     def _nats_url(cls, value: str) -> str:
@@ -278,26 +243,14 @@ class StackConfig(_Model):
                 raise ValueError(problem)
         return value
 
-    @field_validator("streams", mode="before")
+    @field_validator("streams", "consumers", mode="before")
     @classmethod
-    def _merge_streams(cls, value: object) -> object:
-        # Overrides may name only some streams, or only some fields of one.
+    def _merge_overrides(cls, value: object, info: Any) -> object:
+        # Overrides may name only some streams (durables), or only some fields of one.
         if not isinstance(value, dict):
             return value
-        merged: dict[str, Any] = {k: v.model_dump(by_alias=True) for k, v in _default_streams().items()}
-        for role, override in value.items():
-            if role in merged and isinstance(override, dict):
-                merged[role] = {**merged[role], **{to_camel(k): v for k, v in override.items()}}
-            else:
-                merged[role] = override
-        return merged
-
-    @field_validator("consumers", mode="before")
-    @classmethod
-    def _merge_consumers(cls, value: object) -> object:
-        if not isinstance(value, dict):
-            return value
-        merged: dict[str, Any] = {k: v.model_dump(by_alias=True) for k, v in _default_durables().items()}
+        defaults = _default_streams() if info.field_name == "streams" else _default_durables()
+        merged: dict[str, Any] = {k: v.model_dump(by_alias=True) for k, v in defaults.items()}
         for key, override in value.items():
             if key in merged and isinstance(override, dict):
                 merged[key] = {**merged[key], **{to_camel(k): v for k, v in override.items()}}

@@ -14,9 +14,19 @@ from pydantic import Field, field_validator, model_validator
 
 from components.spec import fields
 from components.spec.durations import ns, parse_duration
-from components.spec.fields import CreateOnly, Duration, Fixed, OneWay, When, Wire, WireModel, subject_list
+from components.spec.fields import (
+    CreateOnly,
+    Duration,
+    Fixed,
+    OneWay,
+    When,
+    Wire,
+    WireModel,
+    metadata_without,
+    subject_list,
+)
 from components.spec.fields import changed_fields as changed_fields
-from components.spec.subjects import name_problem
+from components.spec.subjects import StreamName
 
 #: The filter of the self-source that lets a stream own no subjects at all: without
 #: subjects, sources or mirror the server gives a stream its own name as subject.
@@ -133,7 +143,7 @@ class StreamSpec(WireModel):
     Each field declares its wire name, unit and in-place rule (see `components.spec.fields`).
     """
 
-    name: Annotated[str, Fixed("a stream cannot be renamed")] = Field(
+    name: Annotated[StreamName, Fixed("a stream cannot be renamed")] = Field(
         description="Stream name; cannot change (a new name is a new stream)")
     subjects: Annotated[tuple[str, ...], subject_list("subjects {a!r} and {b!r} overlap; keep only the wider one")] = Field(
         default=(), description="Subjects the stream owns; empty means none at all")
@@ -153,7 +163,7 @@ class StreamSpec(WireModel):
     replicas: Annotated[int, Wire("num_replicas")] = Field(default=1, ge=1, le=5, description="Copies kept in a cluster: 1 to 5")
     placement: Placement | None = None
     compression: Literal["s2", "none"] = "none"
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: Annotated[dict[str, str], metadata_without("_nats.", MANAGED_METADATA)] = Field(default_factory=dict)
     allow_direct: bool = False
     allow_rollup_hdrs: bool = False
     deny_delete: Annotated[bool, OneWay(_ONE_WAY.format("deny_delete"))] = False
@@ -185,19 +195,6 @@ class StreamSpec(WireModel):
     @classmethod
     def _limits(cls, value: int) -> int:
         return _unlimited(value)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if problem := name_problem(value, "stream"):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        # The server's own `_nats.*` keys and this tool's positions are not config.
-        return {k: v for k, v in value.items() if not k.startswith(("_nats.", MANAGED_METADATA))}
 
     @model_validator(mode="before")
     @classmethod
