@@ -6,7 +6,6 @@ request can be run again.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from components.jetstream.errors import (
     SubjectOverlap,
 )
 from components.jetstream.live import LiveConsumer, LiveStream
+from components.migration.lock import STREAM_WRITE_LOCK
 from components.spec.stream import (
     DRAINED,
     MANAGED_METADATA,
@@ -30,10 +30,6 @@ from components.spec.stream import (
     stored_subjects,
 )
 from components.spec.subjects import subjects_overlap
-
-#: Stream writes in one provider process go one at a time: a hand-over reads and then
-#: rewrites other streams, and the engine runs up to four resource operations at once.
-STREAM_WRITE_LOCK = threading.RLock()
 
 #: Per-request timeout inside a hand-over: short, so a lost connection is retried
 #: promptly (every request there is idempotent, so a retry after a lost reply is safe).

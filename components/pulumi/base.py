@@ -12,20 +12,23 @@ remove the object on the server, and its own checks.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import pulumi
 import pulumi.dynamic as dyn
 from pydantic import ValidationError
 
-from components.jetstream.client import ConnectionSettings, JetStream
 from components.jetstream.errors import EventBusError
+from components.jetstream.settings import ConnectionSettings
 from components.migration import policy
-from components.migration.handover import STREAM_WRITE_LOCK
+from components.migration.lock import STREAM_WRITE_LOCK
 from components.pulumi.inputs import ADOPTION, ALLOW_DATA_LOSS, CREDENTIALS, SERVERS, Inputs
 from components.spec.consumer import ConsumerSpec
-from components.spec.stack import PROJECT
+from components.spec.project import PROJECT
 from components.spec.stream import StreamSpec, changed_fields
+
+if TYPE_CHECKING:  # the client (nats-py) loads only when a call talks to the server
+    from components.jetstream.client import JetStream
 
 #: The stack config key (project namespace) naming objects that may lose data.
 ALLOW_DATA_LOSS_KEY = f"{PROJECT}:{policy.OPT_IN}"
@@ -47,6 +50,8 @@ def register(spec_props: dict[str, Any], inputs: Inputs, values: dict[str, Any])
 
 
 def jetstream(props: dict[str, Any]) -> JetStream:
+    from components.jetstream.client import JetStream
+
     return JetStream(ConnectionSettings.from_props(SERVERS.value(props), props.get(CREDENTIALS.key)))
 
 

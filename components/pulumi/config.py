@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from components.jetstream.client import ConnectionSettings
 from components.jetstream.errors import ConfigError
+from components.jetstream.settings import ConnectionSettings
 from components.spec.stack import CREDENTIAL_KEYS, StackConfig, _declared_type, parse_stack_config
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi.dynamic as dyn
 
-from components.jetstream.client import ConnectionSettings, JetStream
 from components.jetstream.errors import StreamNotFound
-from components.migration.handover import record_drained, wait_for_drain
+from components.jetstream.settings import ConnectionSettings
 from components.pulumi import base
 from components.pulumi.inputs import CONSUMER_INPUTS
 from components.spec.consumer import ConsumerSpec, replace_reasons
 from components.spec.stream import changed_fields
 from components.spec.subjects import subjects_overlap
+
+if TYPE_CHECKING:  # the client and the hand-over load only when a call talks to the server
+    from components.jetstream.client import JetStream
 
 
 class ConsumerProvider(base.SpecProvider[ConsumerSpec]):
@@ -56,10 +58,14 @@ class ConsumerProvider(base.SpecProvider[ConsumerSpec]):
     def before_delete(self, js: JetStream, id_: str, props: dict[str, Any], opted: bool) -> None:
         if not opted:
             stream, durable = id_.split("/", 1)
+            from components.migration.handover import wait_for_drain
+
             wait_for_drain(js, stream, durable, self.inputs.value(props, "drain_timeout"))
 
     def remove(self, js: JetStream, id_: str, props: dict[str, Any], opted: bool) -> None:
         stream, durable = id_.split("/", 1)
+        from components.migration.handover import record_drained
+
         record_drained(js, stream, js.consumer_info(stream, durable))
         js.consumer_delete(stream, durable)
 

@@ -21,8 +21,8 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
-from components.jetstream.client import ConnectionSettings
 from components.jetstream.errors import EventBusError
+from components.jetstream.settings import ConnectionSettings
 from components.migration.probe import live_checks
 from components.migration.verify import passed, verify_phase
 from components.pulumi import base

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi.dynamic as dyn
 
-from components.jetstream.client import ConnectionSettings, JetStream
+from components.jetstream.settings import ConnectionSettings
 from components.migration import policy
-from components.migration.handover import STREAM_WRITE_LOCK, apply_stream
+from components.migration.lock import STREAM_WRITE_LOCK
 from components.pulumi import base, lifeline
 from components.pulumi.inputs import STREAM_INPUTS
 from components.spec.stream import StreamSpec, replace_reasons
+
+if TYPE_CHECKING:  # the client and the hand-over load only when a call talks to the server
+    from components.jetstream.client import JetStream
 
 lifeline.start_if_plugin()  # in the dynamic-provider process: exit when the engine is gone
 
@@ -44,6 +47,8 @@ class StreamProvider(base.SpecProvider[StreamSpec]):
         return StreamSpec.from_wire(info["config"])
 
     def apply(self, js: JetStream, spec: StreamSpec, info: dict | None, props: dict[str, Any]) -> dict:
+        from components.migration.handover import apply_stream
+
         return apply_stream(js, spec, info, self.inputs.value(props, "takeover"),
                             self.inputs.value(props, "claim_retry_timeout"))
 

@@ -28,9 +28,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel, to_pascal
 
-from components.jetstream.client import ConnectionSettings
 from components.jetstream.errors import ConfigError
+from components.jetstream.settings import ConnectionSettings
 from components.spec.durations import Duration, ns, positive
+from components.spec.project import PROJECT
 from components.spec.stream import StreamSpec
 from components.spec.subjects import ConsumerName, StreamName, Subject
 from components.spec.table import (
@@ -47,8 +48,6 @@ from components.spec.table import (
 Role = Literal["legacy", "core", "vendor", "dlq"]
 ROLES: tuple[Role, ...] = ("legacy", "core", "vendor", "dlq")
 
-#: The Pulumi project name: the namespace of every stack config key.
-PROJECT = "aa-event-bus"
 
 
 class _Model(BaseModel):
