@@ -150,11 +150,11 @@ def _engine_alive(shim: int, engine: int | None) -> bool:
 
 
 def _watch(shim: int, engine: int | None) -> None:
-    from components.pulumi import base as rc
+    from components.migration.lock import STREAM_WRITE_LOCK
 
     stop = threading.Event()
     while not stop.wait(POLL_INTERVAL):
         if not _engine_alive(shim, engine):
             # A hand-over in flight holds the stream write lock: let it end first.
-            rc.STREAM_WRITE_LOCK.acquire(timeout=FINISH_TIMEOUT)
+            STREAM_WRITE_LOCK.acquire(timeout=FINISH_TIMEOUT)
             os._exit(0)
