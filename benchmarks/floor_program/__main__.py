@@ -8,6 +8,25 @@ dynamic-provider plugin.
 
 import pulumi
 import pulumi.dynamic as dyn
+import pulumi.dynamic.dynamic as sdk_dynamic
+
+# Each call of the SDK's serialize_provider (v3.259) leaves pickle._Pickler._batch_setitems
+# wrapped once more, so the N-th provider pickled by value recurses N deep: past about 300
+# resources `pulumi up` dies with RecursionError. Noop is stateless, so one serialization
+# serves every resource (this project's providers pickle by reference, 84 bytes, and never
+# reach that path).
+_serialize = sdk_dynamic.serialize_provider
+_serialized: dict[type, str] = {}
+
+
+def _serialize_once(provider):
+    kind = type(provider)
+    if kind not in _serialized:
+        _serialized[kind] = _serialize(provider)
+    return _serialized[kind]
+
+
+sdk_dynamic.serialize_provider = _serialize_once
 
 
 class Noop(dyn.ResourceProvider):
