@@ -264,13 +264,19 @@ def test_crash_between_release_and_claim_is_named_by_preview_and_repaired_by_can
     assert redelivered <= MAX_REDELIVERED
 
 
-def test_engine_cancel_mid_hand_over_ends_without_a_traceback_and_up_converges(deploy: Deploy) -> None:
+def cancel_at_the_claim(deploy: Deploy) -> str:
+    """`pulumi up` to phase 1, SIGINT (an engine cancel) at the claim; the deploy's output."""
     running: dict[str, subprocess.Popen[str]] = {}
     deploy.hook.arm(LEGACY, VENDOR, lambda: os.kill(running["up"].pid, signal.SIGINT), FORWARD)
     deploy.project.set("phase", 1)
     running["up"] = deploy.up_in_background()
     assert deploy.hook.fired.wait(120), "no claim seen"
     out, _ = running["up"].communicate(timeout=120)
+    return out
+
+
+def test_engine_cancel_mid_hand_over_ends_without_a_traceback_and_up_converges(deploy: Deploy) -> None:
+    out = cancel_at_the_claim(deploy)
     assert "cancel" in out.lower()
     assert "KeyboardInterrupt" not in out and "Traceback" not in out, out[-3000:]
     assert wait_until(lambda: not deploy.processes(), 10), deploy.processes()
@@ -327,12 +333,7 @@ def test_sigkill_of_pulumi_with_a_host_that_lingers_ends_the_program_and_provide
 
 def test_engine_cancel_with_the_prelude_bypassed_ends_the_program_without_a_traceback(deploy: Deploy) -> None:
     as_official_host(deploy)
-    running: dict[str, subprocess.Popen[str]] = {}
-    deploy.hook.arm(LEGACY, VENDOR, lambda: os.kill(running["up"].pid, signal.SIGINT), FORWARD)
-    deploy.project.set("phase", 1)
-    running["up"] = deploy.up_in_background()
-    assert deploy.hook.fired.wait(120), "no claim seen"
-    out, _ = running["up"].communicate(timeout=120)
+    out = cancel_at_the_claim(deploy)
     assert "cancel" in out.lower()
     assert "KeyboardInterrupt" not in out and "Traceback" not in out, out[-3000:]
     assert wait_until(lambda: not deploy.processes(), 10), roles(deploy.processes())
