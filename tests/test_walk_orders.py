@@ -99,6 +99,11 @@ def test_walk_orders_0_1_2_1_0_with_traffic_processes_every_published_message(
     assert not [i for i in seen.ids() if i.startswith(BODY_PREFIX)]
     for name in js.stream_names():
         assert js.stream_info(name)["config"]["num_replicas"] == replicas, name
+    # A durable kept at the last up because it still held messages is drained now: one more up removes it,
+    # and after that nothing is left to do.
+    project.up()
+    assert js.consumer_info("ORDERS_EU", "fulfil-eu") is None
+    assert js.consumer_info("ORDERS_US", "fulfil-us") is None
     assert project.preview("--expect-no-changes").returncode == 0
 
 
