@@ -148,9 +148,47 @@ use_build() {
   # across filesystems), and the plugins sit beside it.
   rm -f "$bindir/pulumi"
   ln "$pulumi_dir/pulumi" "$bindir/pulumi" 2>/dev/null || cp "$pulumi_dir/pulumi" "$bindir/pulumi"
-  for f in pulumi-language-python-exec pulumi-resource-pulumi-python; do
-    ln -sfn "$pulumi_dir/$f" "$bindir/$f"
-  done
+  ln -sfn "$pulumi_dir/pulumi-language-python-exec" "$bindir/pulumi-language-python-exec"
+  # The dynamic-provider shim: the SDK's `python -m pulumi.dynamic` in the project's virtualenv
+  # (Pulumi.yaml's virtualenv option, else this one), not exec'd, so the engine stays the
+  # shim's parent (components/pulumi/lifeline.py watches that). On the SIGINT with which the
+  # engine stops its plugins after every command it leaves at once, after any stream write in
+  # flight, instead of through the interpreter's 0.1-0.2 s teardown. The modules Pulumi.yaml's
+  # runtime option providerPreload names (PULUMI_RUNTIME_PROVIDERPRELOAD) are imported in the
+  # background as it starts, before the first resource needs them.
+  rm -f "$bindir/pulumi-resource-pulumi-python"
+  cat > "$bindir/pulumi-resource-pulumi-python" <<SHIM
+#!/bin/sh
+venv="\${PULUMI_RUNTIME_VIRTUALENV:-}"
+[ -z "\$venv" ] && [ "\${PULUMI_RUNTIME_TOOLCHAIN:-}" = uv ] && venv=.venv
+case "\$venv" in
+  "") python="$bindir/python" ;;
+  /*) python="\${venv%/}/bin/python" ;;
+  *) python="\$PWD/\${venv%/}/bin/python" ;;
+esac
+"\$python" -u -c '
+import os, runpy, signal, sys
+def _stop(*_):
+    lifeline = sys.modules.get("components.pulumi.lifeline")
+    if lifeline is not None:
+        lifeline.exit_after_writes(0)
+    os._exit(0)
+signal.signal(signal.SIGINT, _stop)
+def _preload(names):
+    import importlib
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass  # the provider reports it when it unpickles a resource
+preload = os.environ.get("PULUMI_RUNTIME_PROVIDERPRELOAD", "").replace(",", " ").split()
+if preload:
+    import threading
+    threading.Thread(target=_preload, args=(preload,), daemon=True).start()
+runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
+' "\$@"
+SHIM
+  chmod +x "$bindir/pulumi-resource-pulumi-python"
   # The language host: the Go adaptor, running programs with the SDK's exec script and, when
   # Pulumi.yaml names no virtualenv, this virtualenv's interpreter.
   [ -x "$langhost_dir/pulumi-language-python" ] || build_langhost

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from components.pulumi import lifeline
-from tests.harness import ROOT
+from tests.harness import ROOT, VENV_BIN
 from tests.traffic import wait_until
 
 #: Each level starts the next and stays (for at most a minute); level 0 is the program, watching its chain.
@@ -70,3 +70,61 @@ def test_start_in_program_outside_a_pulumi_run_starts_no_thread_and_leaves_sigin
     lifeline.start_in_program()
     assert signal.getsignal(signal.SIGINT) is handler
     assert "engine-lifeline" not in [t.name for t in threading.enumerate()]
+
+
+#: Preloaded into the provider shim (PULUMI_RUNTIME_PROVIDERPRELOAD): it holds the stream write
+#: lock, as a subject hand-over in flight does, until the test creates the file RELEASE names.
+HOLD_WRITE_LOCK = """
+import os, threading, time
+from pathlib import Path
+from components.migration.lock import STREAM_WRITE_LOCK
+from components.pulumi import lifeline  # loaded in a provider that has served a stream
+
+STREAM_WRITE_LOCK.acquire()
+Path(os.environ["HELD"]).write_text("held")
+
+def release():
+    deadline = time.monotonic() + 30
+    while not Path(os.environ["RELEASE"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    STREAM_WRITE_LOCK.release()
+
+threading.Thread(target=release, daemon=True).start()  # daemon: only the shim's exit path waits for it
+"""
+
+
+def test_provider_shim_preloads_its_modules_and_on_the_engines_sigint_exits_only_after_the_write_in_flight(
+        tmp_path: Path) -> None:
+    (tmp_path / "hold_write_lock.py").write_text(HOLD_WRITE_LOCK)
+    held, release = tmp_path / "held", tmp_path / "release"
+    env = {**os.environ, "PULUMI_RUNTIME_PROVIDERPRELOAD": "hold_write_lock", "HELD": str(held),
+           "RELEASE": str(release), "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    env.pop("PULUMI_RUNTIME_VIRTUALENV", None)
+    # As the engine starts it: the shim in its own process group, the engine's address as argument.
+    shim = subprocess.Popen([str(VENV_BIN / "pulumi-resource-pulumi-python"), "127.0.0.1:1"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert shim.stdout is not None
+        assert shim.stdout.readline().strip().isdigit(), "the provider did not print its port"
+        assert wait_until(held.exists, 10), "the preloaded module was not imported as the provider started"
+        provider = next(pid for pid in processes() if pid != shim.pid and pid_in_group(pid, shim.pid))
+        os.killpg(shim.pid, signal.SIGINT)  # how the engine stops its plugins after every command
+        assert not wait_until(lambda: not alive(provider), 0.5), "the provider left with a stream write in flight"
+        release.touch()
+        assert wait_until(lambda: not alive(provider), 10), "the provider did not exit once the write ended"
+    finally:
+        release.touch()
+        if shim.poll() is None:
+            os.killpg(shim.pid, signal.SIGKILL)
+        shim.wait(10)
+
+
+def processes() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def pid_in_group(pid: int, group: int) -> bool:
+    try:
+        return os.getpgid(pid) == group
+    except OSError:
+        return False

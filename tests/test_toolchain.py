@@ -9,7 +9,9 @@ machine's CLI, so no test pays for a cold build).
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import shutil
 import subprocess
 from importlib.metadata import version
@@ -220,3 +222,28 @@ def test_pulumi_up_through_an_installed_cli_runs_the_program_with_its_language_h
     project.up()
     assert (installed / "host.log").read_text().count("started") >= 1, "the engine used another language host"
     assert project.outputs()["phase"] == 0
+
+
+def engine_log(project: PulumiProject, *args: str) -> list[str]:
+    """The engine's own log lines (-v=9) of one command, messages only, in order."""
+    done = project.run(*args, "--stack", project.stack, "-v=9", "--logtostderr")
+    return [json.loads(line)["msg"] for line in done.stderr.splitlines() if line.startswith("{")]
+
+
+def test_the_host_starts_the_one_dynamic_provider_together_with_the_program_before_its_first_resource(
+        project: PulumiProject) -> None:
+    # Pulumi.yaml's providerPreload: the host asks for the provider as it starts the program.
+    project.up()
+    log = engine_log(project, "preview")
+    launched = [i for i, m in enumerate(log) if m.startswith("newPlugin(): Launching plugin 'pulumi-python (resource)'")]
+    first_resource = next(i for i, m in enumerate(log) if m.startswith("registering resource: ty=pulumi:pulumi:Stack"))
+    assert len(launched) == 1, "one provider process serves the prestart and every resource"
+    assert launched[0] < first_resource, "the provider was started only when the program asked for it"
+    assert any("Invoke(pulumi-python:dynamic:prestart)" in m for m in log)
+
+
+def test_about_reports_the_virtualenvs_interpreter_and_its_version(project: PulumiProject) -> None:
+    about = json.loads(project.run("about", "--json", "--stack", project.stack).stdout)
+    assert about["runtime"]["language"] == "python"
+    assert about["runtime"]["version"] == platform.python_version()
+    assert Path(about["runtime"]["executable"]).resolve() == (VENV_BIN / "python").resolve()

@@ -150,11 +150,20 @@ def _engine_alive(shim: int, engine: int | None) -> bool:
 
 
 def _watch(shim: int, engine: int | None) -> None:
-    from components.migration.lock import STREAM_WRITE_LOCK
-
     stop = threading.Event()
     while not stop.wait(POLL_INTERVAL):
         if not _engine_alive(shim, engine):
-            # A hand-over in flight holds the stream write lock: let it end first.
-            STREAM_WRITE_LOCK.acquire(timeout=FINISH_TIMEOUT)
-            os._exit(0)
+            exit_after_writes()
+
+
+def exit_after_writes(code: int = 0) -> None:
+    """Leave the provider process now, once a stream write in flight (a hand-over holds the
+    stream write lock) has ended, or FINISH_TIMEOUT has passed.
+
+    The engine's lifeline calls it, and so does the provider shim scripts/toolchain.sh
+    installs, on the SIGINT with which the engine stops its plugins at the end of a command.
+    """
+    from components.migration.lock import STREAM_WRITE_LOCK
+
+    STREAM_WRITE_LOCK.acquire(timeout=FINISH_TIMEOUT)
+    os._exit(code)

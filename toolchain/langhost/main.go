@@ -36,6 +36,7 @@ import (
 
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
@@ -55,6 +56,11 @@ const asOfficialEnv = "EVENTBUS_HOST_AS_OFFICIAL"
 // prelude wraps the SDK's exec script. An engine cancel (SIGINT) ends the program quietly
 // instead of with a KeyboardInterrupt traceback, and the program exits when the host that
 // started it is gone (e.g. after the engine was SIGKILLed).
+//
+// When the exec script is done (it ends with sys.exit, after waiting for every RPC and
+// closing its event loop), the prelude flushes and leaves with os._exit: the interpreter's
+// own teardown (module finalisation, the gRPC runtime's shutdown) adds 0.1-0.2 s to every
+// command and does nothing the engine needs.
 var prelude = fmt.Sprintf(`
 import os, runpy, signal, sys, threading
 signal.signal(signal.SIGINT, lambda *_: os._exit(%d))
@@ -65,10 +71,29 @@ def _watch():
             os._exit(1)
 threading.Thread(target=_watch, daemon=True).start()
 sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    _code = 0
+except SystemExit as _exit:
+    _code = _exit.code if isinstance(_exit.code, int) else int(_exit.code is not None)
+    if isinstance(_exit.code, str):
+        print(_exit.code, file=sys.stderr)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(_code)
 `, exitBail, pollInterval.Seconds())
 
 func asOfficial() bool { return os.Getenv(asOfficialEnv) == "1" }
+
+// preloadOption is the Pulumi.yaml runtime option naming the modules the dynamic provider
+// imports as it starts (the engine passes it to the provider as PULUMI_RUNTIME_PROVIDERPRELOAD,
+// which the provider shim scripts/toolchain.sh installs reads). When it is set, this host also
+// starts that provider together with the program: see prestartProvider.
+const preloadOption = "providerPreload"
+
+// prestartToken is an Invoke token in the dynamic provider's package; the provider declines
+// every Invoke, and the engine starts it to ask.
+const prestartToken = "pulumi-python:dynamic:prestart"
 
 type host struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
@@ -94,6 +119,21 @@ func pythonFor(info *pulumirpc.ProgramInfo) string {
 		return python
 	}
 	return "python3"
+}
+
+// venvVersion is the Python version recorded in the pyvenv.cfg of the virtualenv that
+// holds python (<venv>/bin/python), or "" when there is none.
+func venvVersion(python string) string {
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(python)), "pyvenv.cfg"))
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if key, value, ok := strings.Cut(line, "="); ok && strings.TrimSpace(key) == "version" {
+			return strings.TrimSpace(value)
+		}
+	}
+	return ""
 }
 
 func isFile(path string) bool {
@@ -128,8 +168,13 @@ func (h *host) RuntimeOptionsPrompts(context.Context, *pulumirpc.RuntimeOptionsR
 	return &pulumirpc.RuntimeOptionsResponse{}, nil
 }
 
+// About reports the interpreter and its version. The engine asks on every command, so the
+// version comes from the virtualenv's pyvenv.cfg when there is one, without starting Python.
 func (h *host) About(_ context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
 	python := pythonFor(req.GetInfo())
+	if v := venvVersion(python); v != "" {
+		return &pulumirpc.AboutResponse{Executable: python, Version: v}, nil
+	}
 	out, err := exec.Command(python, "-c", "import sys; print(sys.version.split()[0])").Output()
 	if err != nil {
 		return nil, fmt.Errorf("running %s: %w", python, err)
@@ -200,6 +245,9 @@ func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.Run
 	if err != nil {
 		return nil, err
 	}
+	if !asOfficial() && info.GetOptions().GetFields()[preloadOption].GetStringValue() != "" {
+		go prestartProvider(req.GetMonitorAddress())
+	}
 	cmd := exec.Command(pythonFor(info), args...)
 	cmd.Env = append(os.Environ(), "PULUMI_CONFIG="+string(config), "PULUMI_CONFIG_SECRET_KEYS="+string(secrets))
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
@@ -224,6 +272,23 @@ func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.Run
 	default:
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
 	}
+}
+
+// prestartProvider asks the engine, through the resource monitor the program is about to use,
+// for an Invoke in the dynamic provider's package, and ignores the answer. The engine starts
+// the provider process to ask, so the provider's interpreter, the SDK and the preloaded
+// modules load while the program imports and reads its config (half a second or more),
+// instead of after the program's first resource; its resources then reach a provider that is
+// up, the same process (the engine keeps one default provider per package).
+func prestartProvider(monitor string) {
+	conn, err := grpc.NewClient(monitor, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, _ = pulumirpc.NewResourceMonitorClient(conn).Invoke(ctx, &pulumirpc.ResourceInvokeRequest{Tok: prestartToken})
 }
 
 // watchEngine exits, taking the program with it, once the engine that started this host
