@@ -2,7 +2,7 @@
 
 import pulumi
 
-from components.jetstream.client import ConnectionSettings
+from components.jetstream.settings import ConnectionSettings
 from components.pulumi.consumer import Consumer
 from components.pulumi.stream import Stream
 from components.spec.consumer import ConsumerSpec

@@ -40,15 +40,17 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from components.jetstream.client import JetStream
 from components.jetstream.errors import JetStreamAPIError, NoStreamForSubject
 from components.jetstream.live import LiveConsumer, LiveStream
 from components.migration.topology import Topology, phase_topology
 from components.migration.verify import Finding, Status
 from components.spec.stack import StackConfig
 from components.spec.subjects import subjects_overlap
+
+if TYPE_CHECKING:  # the client (nats-py) loads only when a call talks to the server
+    from components.jetstream.client import JetStream
 
 #: Every probe's body starts with this, followed by the probe's Nats-Msg-Id.
 BODY_PREFIX = "eventbus-probe "

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from components.jetstream.client import JetStream
 from components.jetstream.live import LiveConsumer, LiveStream
 from components.migration.topology import phase_topology
 from components.spec.stack import StackConfig
 from components.spec.stream import stored_subjects
+
+if TYPE_CHECKING:  # the client (nats-py) loads only when a call talks to the server
+    from components.jetstream.client import JetStream
 
 __all__ = ["Finding", "ownership", "passed", "stored_subjects", "verify_phase"]
 

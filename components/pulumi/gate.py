@@ -23,8 +23,6 @@ import pulumi.dynamic as dyn
 
 from components.jetstream.errors import EventBusError
 from components.jetstream.settings import ConnectionSettings
-from components.migration.probe import live_checks
-from components.migration.verify import passed, verify_phase
 from components.pulumi import base
 from components.pulumi.inputs import GATE_INPUTS, RESOURCES
 from components.spec.stack import ProbeSettings, StackConfig
@@ -42,6 +40,10 @@ def unverified_fields() -> frozenset[str]:
 
 
 def _run(props: dict[str, Any]) -> dict[str, Any]:
+    # The verification and the probes (and the NATS client) load when the gate runs, not for a diff.
+    from components.migration.probe import live_checks
+    from components.migration.verify import passed, verify_phase
+
     stack = StackConfig.model_validate(props["stack"])
     phase = int(props["phase"])
     outs: dict[str, Any] = {**GATE_INPUTS.stored(props), "checks": 0, "warnings": [], "probes": [], "health": []}
