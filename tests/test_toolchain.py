@@ -9,9 +9,11 @@ machine's CLI, so no test pays for a cold build).
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 from importlib.metadata import version
@@ -262,3 +264,19 @@ def test_the_providers_modules_leave_the_nats_client_the_cli_and_deepdiff_to_the
                           check=True, cwd=ROOT)
     assert preload == ["components.pulumi.stream", "components.pulumi.consumer", "components.pulumi.gate"]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_with_debug_every_sdk_debug_log_still_reaches_the_output(project: PulumiProject) -> None:
+    # The host sends the SDK's debug-level logs without waiting for each (toolchain/langhost): the
+    # output holds the same debug lines as when the SDK's exec script runs on its own.
+    project.up()
+
+    def debug_lines(**env: str) -> collections.Counter[str]:
+        project.env.update(env)
+        out = project.preview("--debug").stdout
+        return collections.Counter(re.findall(r"debug: ([a-z ]+):", out))
+
+    fast = debug_lines()
+    sdk_own = debug_lines(EVENTBUS_HOST_AS_OFFICIAL="1")
+    assert fast == sdk_own
+    assert fast["registering resource"] >= 7  # the stack, the EventBus component, 2 streams, 2 durables, the gate

@@ -46,6 +46,9 @@ var version = "3.0.0"
 // exitBail is the exec script's exit code for "the error has already been shown".
 const exitBail = 32
 
+// logFlushTimeout bounds the wait, at the program's end, for each debug log still in flight.
+const logFlushTimeout = 10 * time.Second
+
 // pollInterval is how often the host and the program check that their parent is still alive.
 const pollInterval = 500 * time.Millisecond
 
@@ -56,6 +59,11 @@ const asOfficialEnv = "EVENTBUS_HOST_AS_OFFICIAL"
 // prelude wraps the SDK's exec script. An engine cancel (SIGINT) ends the program quietly
 // instead of with a KeyboardInterrupt traceback, and the program exits when the host that
 // started it is gone (e.g. after the engine was SIGKILLed).
+//
+// The SDK sends each debug-level log (four per resource: "registering resource", ...) as a
+// blocking RPC from the program's one event-loop thread, about a millisecond each, shown only
+// with --debug: the prelude sends those without waiting, and waits for them all at the end.
+// Other severities, and logs tied to a resource, go through the SDK's own path unchanged.
 //
 // When the exec script is done (it ends with sys.exit, after waiting for every RPC and
 // closing its event loop), the prelude flushes and leaves with os._exit: the interpreter's
@@ -70,6 +78,17 @@ def _watch():
         if os.getppid() != _parent:
             os._exit(1)
 threading.Thread(target=_watch, daemon=True).start()
+import pulumi.log as _plog
+from pulumi.runtime.proto import engine_pb2 as _epb
+_sync_log, _sent = _plog._log, []
+def _log(engine, severity, message, resource, stream_id, ephemeral):
+    if severity != _epb.DEBUG or resource is not None or not hasattr(engine.Log, "future"):
+        return _sync_log(engine, severity, message, resource, stream_id, ephemeral)
+    if len(_sent) >= 512:
+        _sent[:] = [f for f in _sent if not f.done()]
+    _sent.append(engine.Log.future(_epb.LogRequest(
+        severity=severity, message=message, urn="", streamId=stream_id or 0, ephemeral=ephemeral)))
+_plog._log = _log
 sys.argv = sys.argv[1:]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
@@ -78,10 +97,15 @@ except SystemExit as _exit:
     _code = _exit.code if isinstance(_exit.code, int) else int(_exit.code is not None)
     if isinstance(_exit.code, str):
         print(_exit.code, file=sys.stderr)
+for _f in _sent:
+    try:
+        _f.result(timeout=%g)
+    except Exception:
+        pass
 sys.stdout.flush()
 sys.stderr.flush()
 os._exit(_code)
-`, exitBail, pollInterval.Seconds())
+`, exitBail, pollInterval.Seconds(), logFlushTimeout.Seconds())
 
 func asOfficial() bool { return os.Getenv(asOfficialEnv) == "1" }
 
