@@ -366,6 +366,10 @@ class JetStream:
         except StreamNotFound:
             pass
 
+    def stream_infos(self) -> list[dict]:
+        """Every stream's info (config and state), as `$JS.API.STREAM.LIST` pages them."""
+        return self._paged("$JS.API.STREAM.LIST", "streams")
+
     def stream_names(self, subject: str | None = None) -> list[str]:
         """Names of all streams, or of those whose subjects overlap `subject`."""
         return self._paged("$JS.API.STREAM.NAMES", "streams", {"subject": subject} if subject else None)

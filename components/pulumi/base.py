@@ -23,6 +23,7 @@ from components.jetstream.settings import ConnectionSettings
 from components.migration import policy
 from components.migration.lock import STREAM_WRITE_LOCK
 from components.pulumi.inputs import ADOPTION, ALLOW_DATA_LOSS, CREDENTIALS, SERVERS, Inputs
+from components.pulumi.snapshot import SNAPSHOT
 from components.spec.consumer import ConsumerSpec
 from components.spec.project import PROJECT
 from components.spec.stream import StreamSpec, changed_fields
@@ -125,6 +126,10 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
         """The server's info for the object, None when it does not exist."""
         raise NotImplementedError
 
+    def fetch_for_read(self, js: JetStream, id_: str) -> dict | None:
+        """`fetch` for read(), where a refresh reads every resource at once (components.pulumi.snapshot)."""
+        return self.fetch(js, id_)
+
     def spec_of(self, id_: str, info: dict) -> Spec:
         """The spec the server's info describes."""
         raise NotImplementedError
@@ -214,7 +219,7 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
         spec = self.parse(props)
         id_ = self.object_id(spec)
         js = jetstream(props)
-        with self.write_lock:
+        with self.write_lock, SNAPSHOT.dropped():
             info = self.fetch(js, id_)
             if info is not None:
                 fixed = self.replace_reasons(self.spec_of(id_, info), spec)
@@ -229,12 +234,15 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         spec = self.parse(news)
         js = jetstream(news)
-        with self.write_lock:
+        with self.write_lock, SNAPSHOT.dropped():
             info = self.apply(js, spec, self.fetch(js, self.object_id(spec)), news)
         return dyn.UpdateResult(self.outputs(news, self.spec_of(self.object_id(spec), info)))
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
-        info = self.fetch(jetstream(props), id_)
+        return self.read_from(id_, props, self.fetch_for_read(jetstream(props), id_))
+
+    def read_from(self, id_: str, props: dict[str, Any], info: dict | None) -> dyn.ReadResult:
+        """read() of the server's `info` for the object (None: it does not exist)."""
         if info is None:
             return dyn.ReadResult("", {})  # gone: Pulumi drops it and the next up recreates it
         spec = self.spec_of(id_, info)
@@ -248,4 +256,5 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
         opted = self.allowed(props, id_)
         self.before_delete(js, id_, props, opted)
         policy.guard(js, self.kind, id_, opted, "delete")
-        self.remove(js, id_, props, opted)
+        with SNAPSHOT.dropped():
+            self.remove(js, id_, props, opted)

@@ -11,6 +11,7 @@ from components.jetstream.errors import StreamNotFound
 from components.jetstream.settings import ConnectionSettings
 from components.pulumi import base
 from components.pulumi.inputs import CONSUMER_INPUTS
+from components.pulumi.snapshot import SNAPSHOT
 from components.spec.consumer import ConsumerSpec, replace_reasons
 from components.spec.stream import changed_fields
 from components.spec.subjects import subjects_overlap
@@ -40,6 +41,10 @@ class ConsumerProvider(base.SpecProvider[ConsumerSpec]):
     def fetch(self, js: JetStream, id_: str) -> dict | None:
         stream, durable = id_.split("/", 1)
         return js.consumer_info(stream, durable)
+
+    def fetch_for_read(self, js: JetStream, id_: str) -> dict | None:
+        stream, durable = id_.split("/", 1)
+        return SNAPSHOT.consumer_info(js, stream, durable)
 
     def spec_of(self, id_: str, info: dict) -> ConsumerSpec:
         return ConsumerSpec.from_wire(id_.split("/", 1)[0], info["config"])

@@ -12,6 +12,7 @@ from components.migration import policy
 from components.migration.lock import STREAM_WRITE_LOCK
 from components.pulumi import base, lifeline
 from components.pulumi.inputs import STREAM_INPUTS
+from components.pulumi.snapshot import SNAPSHOT
 from components.spec.stream import StreamSpec, replace_reasons
 
 if TYPE_CHECKING:  # the client and the hand-over load only when a call talks to the server
@@ -42,6 +43,9 @@ class StreamProvider(base.SpecProvider[StreamSpec]):
 
     def fetch(self, js: JetStream, id_: str) -> dict | None:
         return js.stream_info(id_)
+
+    def fetch_for_read(self, js: JetStream, id_: str) -> dict | None:
+        return SNAPSHOT.stream_info(js, id_)
 
     def spec_of(self, id_: str, info: dict) -> StreamSpec:
         return StreamSpec.from_wire(info["config"])

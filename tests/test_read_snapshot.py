@@ -1,0 +1,112 @@
+"""A refresh's reads come from one listing of the server (components.pulumi.snapshot), on a real nats-server.
+
+Requests are counted by subject as the providers send them to the server; the answers are the server's.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from components.jetstream.client import JetStream
+from components.pulumi.consumer import ConsumerProvider
+from components.pulumi.snapshot import SNAPSHOT
+from components.pulumi.stream import StreamProvider
+from components.spec.consumer import ConsumerSpec
+from components.spec.stream import StreamSpec
+from tests.harness import NatsServer
+
+STREAMS, DURABLES = StreamProvider(), ConsumerProvider()
+COUNT = 6
+
+
+def stream_props(i: int, url: str) -> dict[str, Any]:
+    spec = StreamSpec(name=f"READ_{i}", subjects=[f"read.{i}.>"], max_age="48h")
+    return {**spec.props(), "servers": [url], "credentials": {}, "allow_data_loss": False, "takeover": []}
+
+
+def durable_props(i: int, url: str, durable: str = "worker") -> dict[str, Any]:
+    spec = ConsumerSpec(stream=f"READ_{i}", durable_name=durable, filter_subjects=[f"read.{i}.>"], ack_wait="60s")
+    return {**spec.props(), "servers": [url], "credentials": {}, "allow_data_loss": False,
+            "stream_subjects": [f"read.{i}.>"], "consumer_id": None}
+
+
+@pytest.fixture
+def requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[str]]:
+    """The $JS.API requests sent from here on, by kind (STREAM.INFO, CONSUMER.LIST, ...)."""
+    seen: collections.Counter[str] = collections.Counter()
+    send = JetStream.request
+
+    def counted(self: JetStream, subject: str, *args: Any, **kwargs: Any) -> dict:
+        seen[".".join(subject.split(".")[2:4])] += 1
+        return send(self, subject, *args, **kwargs)
+
+    monkeypatch.setattr(JetStream, "request", counted)
+    yield seen
+
+
+@pytest.fixture
+def created(js: JetStream, nats_server: NatsServer) -> list[tuple[str, dict, str, dict]]:
+    made = []
+    for i in range(COUNT):
+        stream = STREAMS.create(stream_props(i, nats_server.url))
+        first = DURABLES.create(durable_props(i, nats_server.url))
+        DURABLES.create(durable_props(i, nats_server.url, "other"))
+        made.append((stream.id, stream.outs, first.id, first.outs))
+    return made
+
+
+def test_a_refresh_lists_the_streams_once_and_each_streams_durables_once(
+        created: list, requests: collections.Counter[str]) -> None:
+    direct = [(StreamProvider.fetch(STREAMS, _js(outs), sid), ConsumerProvider.fetch(DURABLES, _js(couts), cid))
+              for sid, outs, cid, couts in created]
+    requests.clear()
+    for (sid, outs, cid, couts), (stream_info, durable_info) in zip(created, direct, strict=True):
+        assert STREAMS.read(sid, outs).outs == STREAMS.read_from(sid, outs, stream_info).outs
+        assert DURABLES.read(cid, couts).outs == DURABLES.read_from(cid, couts, durable_info).outs
+        DURABLES.read(cid.replace("/worker", "/other"), couts)
+    assert requests == {"STREAM.LIST": 1, "CONSUMER.LIST": COUNT}, "one listing per stream, not a request per read"
+
+
+def test_a_stream_created_after_the_listing_is_read_directly_not_dropped(
+        created: list, js: JetStream, nats_server: NatsServer) -> None:
+    sid, outs, _, _ = created[0]
+    STREAMS.read(sid, outs)  # the listing is taken
+    late = stream_props(99, nats_server.url)
+    js.stream_create(STREAMS.parse(late).wire())  # by raw API: the listing does not know it
+    result = STREAMS.read("READ_99", {**late, "stream_name": "READ_99"})
+    assert result.id == "READ_99"
+    assert result.outs["subjects"] == ["read.99.>"]
+
+
+def test_a_write_in_the_process_drops_the_listing_so_the_next_read_sees_it(
+        created: list, nats_server: NatsServer) -> None:
+    sid, outs, cid, couts = created[0]
+    STREAMS.read(sid, outs)
+    DURABLES.read(cid, couts)
+    wider = {**stream_props(0, nats_server.url), "subjects": ["read.0.>", "more.0.>"]}
+    STREAMS.update(sid, outs, wider)
+    assert sorted(STREAMS.read(sid, outs).outs["subjects"]) == ["more.0.>", "read.0.>"]
+    DURABLES.delete(cid, {**couts, "allow_data_loss": True})
+    assert DURABLES.read(cid, couts).id == ""  # gone: Pulumi drops it
+
+
+def test_a_listing_past_its_lifetime_is_taken_again(
+        created: list, js: JetStream, requests: collections.Counter[str]) -> None:
+    sid, outs, _, _ = created[0]
+    STREAMS.read(sid, outs)
+    js.stream_delete(sid)  # by raw API, behind the provider's back
+    assert STREAMS.read(sid, outs).id == sid  # within the lifetime: the listing of a moment ago
+    time.sleep(SNAPSHOT.lifetime + 0.1)
+    assert STREAMS.read(sid, outs).id == ""
+    assert requests["STREAM.LIST"] == 2
+
+
+def _js(props: dict) -> JetStream:
+    from components.pulumi.base import jetstream
+
+    return jetstream(props)
