@@ -65,10 +65,18 @@ def settle(project: PulumiProject, publisher: Publisher, seen: Recorder, timeout
     return set(publisher.acked) - seen.ids()
 
 
-def settle_then_stop(project: PulumiProject, publisher: Publisher, seen: Recorder, running: list) -> set[str]:
-    """`settle`, then stop the workers whatever happened: the ids published but never processed."""
+def settle_then_stop(project: PulumiProject, publisher: Publisher, seen: Recorder, running: list, *,
+                     reapply: bool = False) -> set[str]:
+    """`settle`, then stop the workers whatever happened: the ids published but never processed.
+
+    `reapply`: once everything is processed, one more `pulumi up` while the workers still run, so a durable
+    kept at the last up because it still held messages (drained since) is removed.
+    """
     try:
-        return settle(project, publisher, seen)
+        missing = settle(project, publisher, seen)
+        if reapply and not missing:
+            project.up()
+        return missing
     finally:
         for worker in running:
             worker.stop()
