@@ -40,7 +40,6 @@ class Snapshot:
         self._lock = threading.Lock()
         self._streams: dict[str, tuple[float, dict[str, dict]]] = {}
         self._consumers: dict[tuple[str, str], tuple[float, dict[str, dict]]] = {}
-        self.listings = 0  # listing requests made (for the tests and the benchmark)
 
     def _fresh(self, cache: dict, key: object) -> dict[str, dict] | None:
         taken = cache.get(key)
@@ -53,7 +52,6 @@ class Snapshot:
             if listing is None:
                 listing = {info["config"]["name"]: info for info in js.stream_infos()}
                 self._streams[key] = (time.monotonic(), listing)
-                self.listings += 1
         return listing.get(name) or js.stream_info(name)
 
     def consumer_info(self, js: JetStream, stream: str, durable: str) -> dict | None:
@@ -66,7 +64,6 @@ class Snapshot:
                 except StreamNotFound:
                     return None  # no stream: no durable on it
                 self._consumers[key] = (time.monotonic(), listing)
-                self.listings += 1
         return listing.get(durable) or js.consumer_info(stream, durable)
 
     def drop(self) -> None:
