@@ -9,6 +9,7 @@ import pytest
 from components.jetstream.client import JetStream
 from components.jetstream.errors import DataLossRefused, EventBusError, PedanticRejection
 from components.pulumi.consumer import ConsumerProvider
+from components.pulumi.inputs import CONSUMER_INPUTS
 from components.spec.consumer import ConsumerSpec
 from components.spec.stream import StreamSpec
 from tests.harness import NatsServer
@@ -210,10 +211,14 @@ def test_create_stores_non_default_fields_and_the_inputs_diff_and_delete_read(
 
 
 def test_read_reports_the_inputs_the_program_sends(js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
-    sent = props(PULL, nats_server.url)
-    created = P.create(sent)
+    # What the Consumer resource registers: the spec's non-default fields and the inputs not at their default.
+    values = {"stream_subjects": ["events.>"], "servers": [nats_server.url], "credentials": {},
+              "allow_data_loss": False, "drain_timeout": 0.0}
+    sent = {k: v for k, v in CONSUMER_INPUTS.register(values, lambda v: v).items() if v is not None}
+    created = P.create({**PULL.props(), **sent})
 
-    assert P.read(created.id, created.outs).inputs == {**sent, "drain_timeout": 0.0}
+    assert P.read(created.id, created.outs).inputs == {**PULL.props(), **sent}
+    assert set(sent) == {"stream_subjects", "servers", "drain_timeout"}
 
 
 def test_update_of_a_consumer_deleted_with_its_stream_fails_naming_the_stream(

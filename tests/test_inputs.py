@@ -16,7 +16,30 @@ def test_register_wraps_non_empty_secrets_and_adds_the_output_placeholders() -> 
     props = STREAM_INPUTS.register({"servers": ["nats://127.0.0.1:4222"], "credentials": {"token": "t"}}, _secret)
 
     assert props == {"servers": ["nats://127.0.0.1:4222"], "credentials": ("secret", {"token": "t"}), "stream_name": None}
-    assert STREAM_INPUTS.register({"credentials": {}}, _secret)["credentials"] == {}
+
+
+def test_register_leaves_out_the_inputs_at_their_default_and_every_call_reads_them_back() -> None:
+    values = {"servers": ["nats://a"], "credentials": {}, "allow_data_loss": False, "takeover": [],
+              "claim_retry_timeout": 30.0, "reclaim": []}
+    props = STREAM_INPUTS.register(values, _secret)
+
+    assert props == {"servers": ["nats://a"], "stream_name": None}
+    assert {k: STREAM_INPUTS.value(props, k) for k in values} == values
+    assert STREAM_INPUTS.register({**values, "allow_data_loss": True, "takeover": ["B"]}, _secret) == {
+        "servers": ["nats://a"], "allow_data_loss": True, "takeover": ["B"], "stream_name": None}
+    # A state written with every input stored diffs clean against props that leave the defaults out,
+    # and the preview report reads both the same.
+    assert STREAM_INPUTS.changed(values, props) == []
+    assert STREAM_INPUTS.with_defaults(props) == {**values, "stream_name": None}
+
+
+def test_register_keeps_a_value_it_cannot_compare_yet() -> None:
+    class NotKnownYet:
+        def __iter__(self):
+            raise TypeError("an Output cannot be iterated")
+
+    later = NotKnownYet()
+    assert STREAM_INPUTS.register({"takeover": later}, _secret)["takeover"] is later
 
 
 def test_register_undeclared_input_fails_naming_it() -> None:

@@ -10,6 +10,7 @@ from components.jetstream.client import JetStream
 from components.jetstream.errors import DataLossRefused, EventBusError, ImmutableFieldChange, SubjectOverlap
 from components.migration.handover import hand_over
 from components.migration.verify import stored_subjects
+from components.pulumi.inputs import STREAM_INPUTS
 from components.pulumi.stream import StreamProvider
 from components.spec.stream import StreamSpec
 from tests.harness import NatsServer
@@ -320,12 +321,16 @@ def test_diff_state_written_with_full_outputs_shows_no_changes(js: JetStream, na
 
 
 def test_read_reports_the_inputs_the_program_sends(js: JetStream, nats_server: NatsServer) -> None:
-    sent = props(BASE, nats_server.url)
-    created = P.create(sent)
+    # What the Stream resource registers: the spec's non-default fields and the inputs not at their default.
+    values = {"servers": [nats_server.url], "credentials": {}, "allow_data_loss": False, "takeover": ["OTHER"],
+              "claim_retry_timeout": 30.0, "reclaim": []}
+    sent = {k: v for k, v in STREAM_INPUTS.register(values, lambda v: v).items() if v is not None}
+    created = P.create({**BASE.props(), **sent})
 
     read = P.read(created.id, created.outs)
 
-    assert read.inputs == sent
+    assert read.inputs == {**BASE.props(), **sent}
+    assert set(sent) == {"servers", "takeover"}
 
 
 def test_update_waits_while_the_lifeline_holds_the_stream_write_lock(js: JetStream, nats_server: NatsServer) -> None:

@@ -41,7 +41,7 @@ from components.cli.diagnostics import PlanReport
 from components.migration import policy
 from components.migration.preflight import OFFLINE_NOTE
 from components.migration.topology import EMPTY_STREAMS_NOTE, MISOWNED_WARNING, UNOWNED_WARNING
-from components.pulumi.inputs import report_ignored
+from components.pulumi.inputs import CONSUMER_INPUTS, GATE_INPUTS, STREAM_INPUTS, report_ignored
 from components.spec.consumer import ConsumerSpec
 from components.spec.stream import StreamSpec
 from components.spec.subjects import subjects_overlap
@@ -222,7 +222,12 @@ def _with_defaults(rtype: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """
     specs: dict[str, type[StreamSpec] | type[ConsumerSpec]] = {STREAM_TYPE: StreamSpec, CONSUMER_TYPE: ConsumerSpec}
     spec_cls = specs.get(rtype)
-    if spec_cls is None or not inputs:
+    if not inputs:
+        return inputs
+    declared = {STREAM_TYPE: STREAM_INPUTS, CONSUMER_TYPE: CONSUMER_INPUTS, GATE_TYPE: GATE_INPUTS}.get(rtype)
+    if declared is not None:
+        inputs = declared.with_defaults(inputs)  # registered only when not at their default
+    if spec_cls is None:
         return inputs
     fields = spec_cls.model_fields
     try:

@@ -44,21 +44,22 @@ def _run(props: dict[str, Any]) -> dict[str, Any]:
     from components.migration.probe import live_checks
     from components.migration.verify import passed, verify_phase
 
-    stack = StackConfig.model_validate(props["stack"])
-    phase = int(props["phase"])
+    stack = StackConfig.model_validate(GATE_INPUTS.value(props, "stack"))
+    phase = int(GATE_INPUTS.value(props, "phase"))
+    servers = ", ".join(GATE_INPUTS.value(props, "servers"))
     outs: dict[str, Any] = {**GATE_INPUTS.stored(props), "checks": 0, "warnings": [], "probes": [], "health": []}
     if GATE_INPUTS.value(props, "verify"):
         js = base.jetstream(props)
         findings = verify_phase(js, stack, phase)
         if not passed(findings):
             lines = "\n".join(f"  {f.status.upper():4} {f.target}: {f.message}" for f in findings if f.status != "pass")
-            raise EventBusError(f"phase {phase} verification failed on {', '.join(props['servers'])}:\n{lines}")
+            raise EventBusError(f"phase {phase} verification failed on {servers}:\n{lines}")
         # Structure first, then behaviour: one real message per subject pattern, and each durable's health.
         live = live_checks(js, stack, phase, probes=stack.probe.enabled)
         live_findings = live.findings()
         if not passed(live_findings):
             lines = "\n".join(f"  {f.status.upper():4} {f.target}: {f.message}" for f in live_findings if f.status != "pass")
-            raise EventBusError(f"phase {phase} probe failed on {', '.join(props['servers'])}:\n{lines}")
+            raise EventBusError(f"phase {phase} probe failed on {servers}:\n{lines}")
         findings = [*findings, *live_findings]
         outs["checks"] = len(findings)
         outs["warnings"] = [f"{f.target}: {f.message}" for f in findings if f.status == "warn"]

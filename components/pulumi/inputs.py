@@ -62,6 +62,14 @@ class Input:
         raw = props.get(self.key, self.default)
         return None if raw is None else self.convert(raw)
 
+    def at_default(self, value: Any) -> bool:
+        """True when `value` reads the same as leaving the input out (never for a value not
+        known yet, such as a Pulumi Output)."""
+        try:
+            return bool(self.value({self.key: value}) == self.value({}))
+        except (TypeError, ValueError):
+            return False
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -96,20 +104,33 @@ class Inputs:
         return {f.key: f.value(props) for f in self.fields if f.kept}
 
     def view(self, outs: Mapping[str, Any]) -> dict[str, Any]:
-        """The stored inputs of `outs`, for the inputs `read()` reports."""
-        return {f.key: outs[f.key] for f in self.fields if f.kept and f.key in outs}
+        """The stored inputs of `outs`, for the inputs `read()` reports: as `register` sends
+        them, so those at their default are left out."""
+        return {f.key: outs[f.key] for f in self.fields if f.kept and f.key in outs and not f.at_default(outs[f.key])}
 
     def register(self, values: Mapping[str, Any], secret: Callable[[Any], Any]) -> dict[str, Any]:
         """The props a resource registers for `values` (each a declared key), with the
-        secret ones wrapped by `secret` (pulumi.Output.secret) unless empty, plus a None
-        placeholder per declared output."""
+        secret ones wrapped by `secret` (pulumi.Output.secret), plus a None placeholder per
+        declared output.
+
+        An input at its default is left out: every call reads it back with `value()`, which
+        fills the default in, and the SDK's cost per registered property grows faster than
+        the stack (benchmarks/RESULTS-peer-compare.md).
+        """
         unknown_keys = sorted(set(values) - {f.key for f in self.fields})
         if unknown_keys:
             raise KeyError(f"undeclared inputs: {', '.join(unknown_keys)}")
         props: dict[str, Any] = {}
         for key, value in values.items():
-            props[key] = secret(value) if self[key].secret and value else value
+            field = self[key]
+            if not field.at_default(value):
+                props[key] = secret(value) if field.secret else value
         return {**props, **dict.fromkeys(self.placeholders)}
+
+    def with_defaults(self, props: Mapping[str, Any]) -> dict[str, Any]:
+        """`props` with every input it leaves out at its default (as `value()` reads it)."""
+        return {**{f.key: f.value({}) for f in self.fields if f.key not in props and f.default is not None},
+                **props}
 
     def unreported(self) -> set[str]:
         return {f.key for f in self.fields if not f.reported} | set(self.placeholders)
