@@ -13,26 +13,27 @@ from typing import Any
 import pytest
 
 from components.jetstream.client import JetStream
+from components.pulumi.base import jetstream
 from components.pulumi.consumer import ConsumerProvider
 from components.pulumi.snapshot import SNAPSHOT
 from components.pulumi.stream import StreamProvider
 from components.spec.consumer import ConsumerSpec
 from components.spec.stream import StreamSpec
 from tests.harness import NatsServer
+from tests.test_consumer import props as props_of_durable
+from tests.test_stream import props as props_of_stream
 
 STREAMS, DURABLES = StreamProvider(), ConsumerProvider()
 COUNT = 6
 
 
 def stream_props(i: int, url: str) -> dict[str, Any]:
-    spec = StreamSpec(name=f"READ_{i}", subjects=[f"read.{i}.>"], max_age="48h")
-    return {**spec.props(), "servers": [url], "credentials": {}, "allow_data_loss": False, "takeover": []}
+    return props_of_stream(StreamSpec(name=f"READ_{i}", subjects=[f"read.{i}.>"], max_age="48h"), url)
 
 
 def durable_props(i: int, url: str, durable: str = "worker") -> dict[str, Any]:
     spec = ConsumerSpec(stream=f"READ_{i}", durable_name=durable, filter_subjects=[f"read.{i}.>"], ack_wait="60s")
-    return {**spec.props(), "servers": [url], "credentials": {}, "allow_data_loss": False,
-            "stream_subjects": [f"read.{i}.>"], "consumer_id": None}
+    return props_of_durable(spec, url, stream_subjects=[f"read.{i}.>"])
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def created(js: JetStream, nats_server: NatsServer) -> list[tuple[str, dict, str
 
 def test_a_refresh_lists_the_streams_once_and_each_streams_durables_once(
         created: list, requests: collections.Counter[str]) -> None:
-    direct = [(StreamProvider.fetch(STREAMS, _js(outs), sid), ConsumerProvider.fetch(DURABLES, _js(couts), cid))
+    direct = [(STREAMS.fetch(jetstream(outs), sid), DURABLES.fetch(jetstream(couts), cid))
               for sid, outs, cid, couts in created]
     requests.clear()
     for (sid, outs, cid, couts), (stream_info, durable_info) in zip(created, direct, strict=True):
@@ -104,9 +105,3 @@ def test_a_listing_past_its_lifetime_is_taken_again(
     time.sleep(SNAPSHOT.lifetime + 0.1)
     assert STREAMS.read(sid, outs).id == ""
     assert requests["STREAM.LIST"] == 2
-
-
-def _js(props: dict) -> JetStream:
-    from components.pulumi.base import jetstream
-
-    return jetstream(props)
