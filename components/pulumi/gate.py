@@ -111,11 +111,11 @@ class PhaseGate(dyn.Resource, module="jetstream", name="PhaseGate"):
             # Default probe settings parse back the same when left out, and a stack applied before the
             # probe existed then sees no change to its gate.
             skip.add("probe")
-        props = base.register({}, GATE_INPUTS, {
+        props = GATE_INPUTS.register({
             "phase": stack.phase,
             "stack": stack.model_dump(mode="json", exclude=skip),
             "verify": stack.verify,
             "hook": stack.rollout_hooks.get(stack.phase, ""),
             **base.connection_values(connection),
-        })
+        }, pulumi.Output.secret)
         super().__init__(PhaseGateProvider(), name, props, opts)
