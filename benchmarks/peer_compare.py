@@ -6,6 +6,9 @@ A/B interleaved run by run so that machine noise falls on all of them alike:
 * `project`: benchmarks/scale_program, this project's Stream and Consumer providers;
 * `floor`:   benchmarks/floor_program, the same number of no-op dynamic resources
   in a minimal Python program (no NATS, no project code): the engine's floor;
+* `imports`: with --import-floor, benchmarks/import_floor_program: the floor
+  program after importing this project's modules, unused, in the program and the
+  provider (what loading pydantic and the specs costs, apart from using them);
 * `tofu`:    the same streams and consumers as `jetstream_stream` /
   `jetstream_consumer`, through a `tofu` binary and a terraform-provider-jetstream
   binary you built yourself (neither is part of this repository; the tofu half is
@@ -78,6 +81,9 @@ resource "jetstream_consumer" "c" {
 """
 
 
+PROGRAMS = {"project": "scale_program", "floor": "floor_program", "imports": "import_floor_program"}
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -85,15 +91,17 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def run_pulumi(kind: str, count: int, workdir: Path) -> dict[str, float]:
-    """One create / unchanged / refresh round of a Pulumi program (`project` or `floor`)."""
+    """One create / unchanged / refresh round of a Pulumi program (`project`, `floor` or `imports`)."""
     server = NatsServer(workdir, name=f"{kind}{count}").start() if kind == "project" else None
     try:
-        program = ROOT / "benchmarks" / ("scale_program" if kind == "project" else "floor_program")
+        program = ROOT / "benchmarks" / PROGRAMS[kind]
         namespace = "jetstream-scale" if kind == "project" else "pulumi-floor"
         config: dict[str, object] = {"count": count}
         if server:
             config["natsUrl"] = server.url
         project = PulumiProject(workdir, stack="bench", namespace=namespace, program=program, config=config)
+        if kind == "imports":
+            shutil.copy(ROOT / "benchmarks" / "floor_program" / "__main__.py", project.dir / "floor_main.py")
         return {
             "create": timed(lambda: project.up(timeout=3600)),
             "unchanged": timed(lambda: project.preview("--expect-no-changes", timeout=3600)),
@@ -150,11 +158,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tofu", default=os.environ.get("TOFU") or shutil.which("tofu"))
     parser.add_argument("--tf-provider", default=os.environ.get("TF_PROVIDER_JETSTREAM"))
+    parser.add_argument("--import-floor", action="store_true",
+                        help="also time the floor program after importing this project's modules (unused)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS-peer-compare.md"))
     args = parser.parse_args()
     tofu = Path(args.tofu) if args.tofu and Path(args.tofu).exists() else None
     provider = Path(args.tf_provider) if args.tf_provider and Path(args.tf_provider).exists() else None
-    tools = ["project", "floor"] + (["tofu"] if tofu and provider else [])
+    tools = ["project", "floor"] + (["imports"] if args.import_floor else []) + (["tofu"] if tofu and provider else [])
     if "tofu" not in tools:
         print("tofu or terraform-provider-jetstream not given: measuring this project and the floor only", flush=True)
 
@@ -189,21 +199,26 @@ def main() -> int:
         "# Plan and apply beside OpenTofu + terraform-provider-jetstream",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/peer_compare.py --sizes {args.sizes} "
-        f"--runs {args.runs} --tofu ... --tf-provider ...` on {os.cpu_count()} cores, "
+        f"--runs {args.runs}{' --import-floor' if args.import_floor else ''} --tofu ... --tf-provider ...` on {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}, nats-server 2.15.1 on loopback for each tool, "
         "local state (Pulumi: file backend; tofu: local terraform.tfstate). Seconds, median of the runs, A/B "
         "interleaved. `floor` is the same resources as no-op dynamic resources in a minimal Python program; "
-        "`overhead` is (project − floor) / floor.",
+        "`overhead` is (project − floor) / floor."
+        + (" `floor + imports` is the floor program after importing this project's modules, unused, in the program "
+           "and the provider." if args.import_floor else ""),
         "",
-        "| resources | operation | this project | Pulumi floor | overhead on floor | tofu | project / tofu |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| resources | operation | this project | Pulumi floor | overhead on floor | "
+        + ("floor + imports | " if args.import_floor else "") + "tofu | project / tofu |",
+        "|---:|---|---:|---:|---:|" + ("---:|" if args.import_floor else "") + "---:|---:|",
     ]
     for size in sizes:
         for op in OPERATIONS:
             ours, floor, theirs = med(size, "project", op), med(size, "floor", op), med(size, "tofu", op)
             overhead = f"{100 * (ours - floor) / floor:.0f}%" if ours and floor else "—"
             ratio = f"{ours / theirs:.2f}×" if ours and theirs else "—"
-            lines.append(f"| {size} | {LABELS[op]} | {fmt(ours)} | {fmt(floor)} | {overhead} | {fmt(theirs)} | {ratio} |")
+            imports = f" {fmt(med(size, 'imports', op))} |" if args.import_floor else ""
+            lines.append(f"| {size} | {LABELS[op]} | {fmt(ours)} | {fmt(floor)} | {overhead} |{imports} "
+                         f"{fmt(theirs)} | {ratio} |")
     lines += [
         "",
         f"Seed topology (the real program, phase 0, 7 resources): unchanged `pulumi preview` median "

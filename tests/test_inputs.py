@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.cli.preview_report import IGNORED_INPUTS
-from components.pulumi.inputs import CONSUMER_INPUTS, GATE_INPUTS, STREAM_INPUTS
+from components.pulumi.inputs import CONSUMER_INPUTS, GATE_INPUTS, STREAM_INPUTS, flatten
 
 
 def _secret(value: object) -> tuple[str, object]:
@@ -40,6 +40,28 @@ def test_register_keeps_a_value_it_cannot_compare_yet() -> None:
 
     later = NotKnownYet()
     assert STREAM_INPUTS.register({"takeover": later}, _secret)["takeover"] is later
+
+
+def test_nested_puts_the_spec_and_the_plain_inputs_under_two_properties_and_secrets_on_top() -> None:
+    spec = {"name": "S", "subjects": ["s.>"]}
+    values = {"servers": ["nats://a"], "credentials": {"token": "t"}, "allow_data_loss": False, "takeover": ["B"]}
+    props = STREAM_INPUTS.nested(spec, values, _secret)
+
+    # The engine keeps a checked input secret by its top-level key: credentials stay there.
+    assert props == {"spec": spec, "inputs": {"servers": ["nats://a"], "takeover": ["B"]},
+                     "credentials": ("secret", {"token": "t"}), "stream_name": None}
+    assert flatten(props) == {**spec, "servers": ["nats://a"], "takeover": ["B"],
+                              "credentials": ("secret", {"token": "t"}), "stream_name": None}
+    # Every input at its default: no inputs property at all.
+    assert CONSUMER_INPUTS.nested({"stream": "S"}, {"servers": []}, _secret) == {"spec": {"stream": "S"},
+                                                                               "consumer_id": None}
+
+
+def test_flatten_returns_flat_props_as_they_are() -> None:
+    flat = {"name": "S", "servers": ["nats://a"], "stream_name": "S"}
+    assert flatten(flat) == flat
+    assert flatten(flatten(STREAM_INPUTS.nested({"name": "S"}, {"servers": ["nats://a"]}, _secret))) == {
+        "name": "S", "servers": ["nats://a"], "stream_name": None}
 
 
 def test_register_undeclared_input_fails_naming_it() -> None:

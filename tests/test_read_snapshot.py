@@ -6,8 +6,10 @@ Requests are counted by subject as the providers send them to the server; the an
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from components.jetstream.client import JetStream
 from components.pulumi.base import jetstream
 from components.pulumi.consumer import ConsumerProvider
-from components.pulumi.snapshot import SNAPSHOT
+from components.pulumi.snapshot import SNAPSHOT, Snapshot
 from components.pulumi.stream import StreamProvider
 from components.spec.consumer import ConsumerSpec
 from components.spec.stream import StreamSpec
@@ -105,3 +107,51 @@ def test_a_listing_past_its_lifetime_is_taken_again(
     time.sleep(SNAPSHOT.lifetime + 0.1)
     assert STREAMS.read(sid, outs).id == ""
     assert requests["STREAM.LIST"] == 2
+
+
+class _Lister:
+    """A stand-in for the client in the listing's own logic (no server): each listing
+    waits for `release` and records when it was taken."""
+
+    def __init__(self) -> None:
+        self.settings = type("Settings", (), {"cache_key": staticmethod(lambda: "k")})()
+        self.release = threading.Event()
+        self.started: list[str] = []
+        self.both_started = threading.Event()
+
+    def stream_infos(self) -> list[dict]:
+        self.started.append("streams")
+        assert self.release.wait(5)
+        return [{"config": {"name": "S"}}]
+
+    def consumer_infos(self, stream: str) -> list[dict]:
+        self.started.append(stream)
+        if len(self.started) == 2:
+            self.both_started.set()
+        # Held until the other stream's listing has started: taken one after the other, this times out.
+        assert self.both_started.wait(5), "the durables of two streams were not listed at the same time"
+        return [{"name": "worker"}]
+
+
+def test_the_durables_of_two_streams_are_listed_at_the_same_time() -> None:
+    snapshot, lister = Snapshot(), _Lister()
+    with ThreadPoolExecutor(2) as pool:
+        found = list(pool.map(lambda s: snapshot.consumer_info(lister, s, "worker"), ["A", "B"]))  # type: ignore[arg-type]
+
+    assert found == [{"name": "worker"}, {"name": "worker"}]
+    assert sorted(lister.started) == ["A", "B"]
+
+
+def test_a_listing_taken_while_a_write_drops_the_listings_is_not_kept() -> None:
+    snapshot, lister = Snapshot(), _Lister()
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(snapshot.stream_info, lister, "S")  # type: ignore[arg-type]
+        deadline = time.monotonic() + 5
+        while not lister.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        snapshot.drop()  # a write in the process, while the listing is being taken
+        lister.release.set()
+        assert reading.result(5) == {"config": {"name": "S"}}
+
+    snapshot.stream_info(lister, "S")  # type: ignore[arg-type]
+    assert lister.started == ["streams", "streams"], "the listing taken across the drop was kept"

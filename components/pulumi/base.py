@@ -22,7 +22,7 @@ from components.jetstream.errors import EventBusError
 from components.jetstream.settings import ConnectionSettings
 from components.migration import policy
 from components.migration.lock import STREAM_WRITE_LOCK
-from components.pulumi.inputs import ADOPTION, ALLOW_DATA_LOSS, CREDENTIALS, SERVERS, Inputs
+from components.pulumi.inputs import ADOPTION, ALLOW_DATA_LOSS, CREDENTIALS, SERVERS, Inputs, flatten
 from components.pulumi.snapshot import SNAPSHOT
 from components.spec.consumer import ConsumerSpec
 from components.spec.project import PROJECT
@@ -46,8 +46,9 @@ def connection_values(settings: ConnectionSettings) -> dict[str, Any]:
 
 
 def register(spec_props: dict[str, Any], inputs: Inputs, values: dict[str, Any]) -> dict[str, Any]:
-    """The props a resource registers: its spec's, then its non-spec inputs (secrets wrapped)."""
-    return {**spec_props, **inputs.register(values, pulumi.Output.secret)}
+    """The props a stream or consumer registers: its spec and its non-spec inputs, nested
+    (`Inputs.nested`; check() flattens them), the secret ones wrapped."""
+    return inputs.nested(spec_props, values, pulumi.Output.secret)
 
 
 def jetstream(props: dict[str, Any]) -> JetStream:
@@ -177,6 +178,7 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
                 **self.inputs.stored(props)}
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        news = flatten(news)  # as registered (nested); the checked inputs, and so the state, are flat
         try:
             spec = self.parse(news)
         except ValidationError as exc:

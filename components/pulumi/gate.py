@@ -16,16 +16,18 @@ on create and whenever the phase or the stack's topology settings change.
 from __future__ import annotations
 
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi.dynamic as dyn
 
 from components.jetstream.errors import EventBusError
-from components.jetstream.settings import ConnectionSettings
 from components.pulumi import base
 from components.pulumi.inputs import GATE_INPUTS, RESOURCES
-from components.spec.stack import ProbeSettings, StackConfig
+
+if TYPE_CHECKING:  # the stack's model loads in the provider only when the gate runs (a diff needs none of it)
+    from components.jetstream.settings import ConnectionSettings
+    from components.spec.stack import StackConfig
 
 HOOK_TIMEOUT = 600
 
@@ -43,6 +45,7 @@ def _run(props: dict[str, Any]) -> dict[str, Any]:
     # The verification and the probes (and the NATS client) load when the gate runs, not for a diff.
     from components.migration.probe import live_checks
     from components.migration.verify import passed, verify_phase
+    from components.spec.stack import StackConfig
 
     stack = StackConfig.model_validate(GATE_INPUTS.value(props, "stack"))
     phase = int(GATE_INPUTS.value(props, "phase"))
@@ -105,17 +108,19 @@ class PhaseGate(dyn.Resource, module="jetstream", name="PhaseGate"):
 
     def __init__(self, name: str, stack: StackConfig, connection: ConnectionSettings,
                  opts: pulumi.ResourceOptions | None = None) -> None:
+        from components.spec.stack import ProbeSettings
+
         # What the gate does not verify stays out of its input: changing it must not rerun the rollout hook.
         skip = set(unverified_fields())
         if stack.probe == ProbeSettings():
             # Default probe settings parse back the same when left out, and a stack applied before the
             # probe existed then sees no change to its gate.
             skip.add("probe")
-        props = base.register({}, GATE_INPUTS, {
+        props = GATE_INPUTS.register({
             "phase": stack.phase,
             "stack": stack.model_dump(mode="json", exclude=skip),
             "verify": stack.verify,
             "hook": stack.rollout_hooks.get(stack.phase, ""),
             **base.connection_values(connection),
-        })
+        }, pulumi.Output.secret)
         super().__init__(PhaseGateProvider(), name, props, opts)

@@ -127,6 +127,24 @@ class Inputs:
                 props[key] = secret(value) if field.secret else value
         return {**props, **dict.fromkeys(self.placeholders)}
 
+    def nested(self, spec_props: Mapping[str, Any], values: Mapping[str, Any],
+               secret: Callable[[Any], Any]) -> dict[str, Any]:
+        """The props a stream or consumer registers: its spec's fields under SPEC_PROP, its
+        plain non-spec inputs (those `register` keeps) under INPUTS_PROP, and the secret
+        inputs and the declared outputs at the top level.
+
+        Three or four properties instead of up to a dozen: the SDK's cost per registered
+        property grows faster than the stack (benchmarks/RESULTS-peer-compare.md). A secret
+        stays at the top level because the engine keeps a checked input secret by its
+        top-level key; check() flattens the rest (`flatten`), so the state and every other
+        call see flat props, as in a state written before.
+        """
+        registered = self.register(values, secret)
+        plain = {k: v for k, v in registered.items()
+                 if k not in self.placeholders and not self[k].secret}
+        top = {k: v for k, v in registered.items() if k not in plain}
+        return {SPEC_PROP: dict(spec_props), **({INPUTS_PROP: plain} if plain else {}), **top}
+
     def with_defaults(self, props: Mapping[str, Any]) -> dict[str, Any]:
         """`props` with every input it leaves out at its default (as `value()` reads it)."""
         return {**{f.key: f.value({}) for f in self.fields if f.key not in props and f.default is not None},
@@ -137,6 +155,19 @@ class Inputs:
 
     def stack_fields(self) -> set[str]:
         return {f.stack_field for f in self.fields if f.stack_field}
+
+
+#: The nested properties of a registered stream or consumer (`Inputs.nested`).
+SPEC_PROP, INPUTS_PROP = "spec", "inputs"
+
+
+def flatten(props: Mapping[str, Any]) -> dict[str, Any]:
+    """`props` as registered by `Inputs.nested`, flat; flat props are returned as they are."""
+    spec, plain = props.get(SPEC_PROP), props.get(INPUTS_PROP)
+    if not isinstance(spec, Mapping) and not isinstance(plain, Mapping):
+        return dict(props)
+    rest = {k: v for k, v in props.items() if k not in (SPEC_PROP, INPUTS_PROP)}
+    return {**rest, **(spec if isinstance(spec, Mapping) else {}), **(plain if isinstance(plain, Mapping) else {})}
 
 
 # -- shared by the resources --------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -37,7 +37,10 @@ class Snapshot:
 
     def __init__(self, lifetime: float = LIFETIME) -> None:
         self.lifetime = lifetime
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the dicts; a listing is taken under its own key's lock
+        self._listing_locks: dict[object, threading.Lock] = {}
+        #: Counts drops: a listing whose taking a drop overlapped is not kept.
+        self._generation = 0
         self._streams: dict[str, tuple[float, dict[str, dict]]] = {}
         self._consumers: dict[tuple[str, str], tuple[float, dict[str, dict]]] = {}
 
@@ -45,30 +48,45 @@ class Snapshot:
         taken = cache.get(key)
         return taken[1] if taken and time.monotonic() - taken[0] < self.lifetime else None
 
-    def stream_info(self, js: JetStream, name: str) -> dict | None:
-        key = js.settings.cache_key()
+    def _listing_lock(self, key: object) -> threading.Lock:
         with self._lock:
-            listing = self._fresh(self._streams, key)
+            return self._listing_locks.setdefault(key, threading.Lock())
+
+    def _listing(self, cache: dict, key: object, take: Callable[[], dict[str, dict]]) -> dict[str, dict]:
+        """The fresh listing of `cache` under `key`, taken by `take` when there is none: one
+        thread takes it while the others wait for it, and listings of other keys (the durables
+        of other streams) are taken at the same time."""
+        with self._lock:
+            listing = self._fresh(cache, key)
+        if listing is not None:
+            return listing
+        with self._listing_lock((id(cache), key)):
+            with self._lock:
+                listing, generation = self._fresh(cache, key), self._generation
             if listing is None:
-                listing = {info["config"]["name"]: info for info in js.stream_infos()}
-                self._streams[key] = (time.monotonic(), listing)
+                listing = take()
+                with self._lock:
+                    if generation == self._generation:
+                        cache[key] = (time.monotonic(), listing)
+        return listing
+
+    def stream_info(self, js: JetStream, name: str) -> dict | None:
+        listing = self._listing(self._streams, js.settings.cache_key(),
+                                lambda: {info["config"]["name"]: info for info in js.stream_infos()})
         return listing.get(name) or js.stream_info(name)
 
     def consumer_info(self, js: JetStream, stream: str, durable: str) -> dict | None:
-        key = (js.settings.cache_key(), stream)
-        with self._lock:
-            listing = self._fresh(self._consumers, key)
-            if listing is None:
-                try:
-                    listing = {info["name"]: info for info in js.consumer_infos(stream)}
-                except StreamNotFound:
-                    return None  # no stream: no durable on it
-                self._consumers[key] = (time.monotonic(), listing)
+        try:
+            listing = self._listing(self._consumers, (js.settings.cache_key(), stream),
+                                    lambda: {info["name"]: info for info in js.consumer_infos(stream)})
+        except StreamNotFound:
+            return None  # no stream: no durable on it
         return listing.get(durable) or js.consumer_info(stream, durable)
 
     def drop(self) -> None:
         """Forget every listing (a write in this process may have changed what they say)."""
         with self._lock:
+            self._generation += 1
             self._streams.clear()
             self._consumers.clear()
 
