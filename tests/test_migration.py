@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from components.cli.preview_report import render
 from components.jetstream.client import ConnectionSettings, JetStream
 from components.migration.probe import BODY_PREFIX
 from components.migration.verify import passed, stored_subjects, verify_phase
@@ -165,6 +166,9 @@ def test_adopt_seeds_state_at_phase0_then_migrate_keeps_and_drains_the_backlog(
     running = workers(nats_server.url, seen)
     try:
         assert wait_until(lambda: set(backlog) <= seen.ids(), 60)
+        # The preview report sees the durable drained: its delete is allowed, not flagged.
+        report = render(project.preview_json(), project.stack)
+        assert [(d.label, d.allowed) for d in report.destructive] == [(f"consumer {LEGACY}/{OURA}", True)]
         project.up()  # drained: now the old durable goes
         assert js.consumer_info(LEGACY, OURA) is None
         project.set("phase", 2)

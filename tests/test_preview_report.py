@@ -140,12 +140,32 @@ def _steps_without(preview: dict, urn_suffix: str) -> dict:
     return edited
 
 
+def _without_drained_note(preview: dict) -> dict:
+    preview["diagnostics"] = [d for d in preview["diagnostics"] if "drained durables on the server" not in d["message"]]
+    return preview
+
+
 def test_render_consumer_delete_without_create_elsewhere_is_blocked() -> None:
-    preview = _steps_without(load("phase_0_to_1"), "Consumer::AA_VENDOR_HOT/normalize-oura")
+    # Without the program's note, what the durable holds is not known.
+    preview = _without_drained_note(_steps_without(load("phase_0_to_1"), "Consumer::AA_VENDOR_HOT/normalize-oura"))
     rep = pr.render(preview, STACK)
     assert [(d.op, d.label) for d in rep.blocked] == [("delete", "consumer ATHLETE_ALLY_EVENTS/normalize-oura")]
     assert "- normalize-oura:" not in rep.markdown
     assert rep.exit_code == pr.BLOCKED
+
+
+def test_render_consumer_delete_of_a_durable_the_program_saw_drained_is_allowed() -> None:
+    preview = _without_drained_note(_steps_without(load("phase_0_to_1"), "Consumer::AA_VENDOR_HOT/normalize-oura"))
+    preview["diagnostics"] = [*preview["diagnostics"], {
+        "severity": "info", "message": "drained durables on the server: ATHLETE_ALLY_EVENTS/normalize-oura, X/y\n"}]
+    rep = pr.render(preview, STACK)
+    assert [(d.label, d.allowed) for d in rep.destructive] == [("consumer ATHLETE_ALLY_EVENTS/normalize-oura", True)]
+    assert "it has nothing pending or awaiting ack" in rep.markdown
+    assert rep.exit_code == pr.OK
+
+    # Another durable named drained leaves this one's verdict as before.
+    preview["diagnostics"][-1]["message"] = "drained durables on the server: ATHLETE_ALLY_EVENTS/normalize-hrv-durable"
+    assert [d.label for d in pr.render(preview, STACK).blocked] == ["consumer ATHLETE_ALLY_EVENTS/normalize-oura"]
 
 
 def test_render_stream_delete_named_in_empty_streams_output_is_allowed() -> None:

@@ -18,9 +18,11 @@ a consumer that is not a move (no create of the same durable on another stream i
 the same preview); a data-loss refusal the providers raised while previewing.
 Allowed: the resource's old or new inputs have `allow_data_loss` on, or, for a
 stream delete, the program saw the stream empty on the server during this
-preview. Pulumi v3.259 does not put stack outputs into `preview --json`, so the
-program says so in an info diagnostic ("empty streams on the server: ..."), which
-`empty_streams()` reads.
+preview, or, for a consumer delete, it saw the durable with nothing pending or
+unacknowledged. Pulumi v3.259 does not put stack outputs into `preview --json`,
+so the program says so in info diagnostics ("empty streams on the server: ...",
+"drained durables on the server: ..."), which `empty_streams()` and
+`drained_durables()` read.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from pydantic import ValidationError
 from components.cli.diagnostics import PlanReport
 from components.migration import policy
 from components.migration.preflight import OFFLINE_NOTE
-from components.migration.topology import EMPTY_STREAMS_NOTE, MISOWNED_WARNING, UNOWNED_WARNING
+from components.migration.topology import DRAINED_DURABLES_NOTE, EMPTY_STREAMS_NOTE, MISOWNED_WARNING, UNOWNED_WARNING
 from components.pulumi.inputs import CONSUMER_INPUTS, GATE_INPUTS, STREAM_INPUTS, report_ignored
 from components.spec.consumer import ConsumerSpec
 from components.spec.stream import StreamSpec
@@ -300,6 +302,22 @@ def phases(preview: Mapping[str, Any], resources: Iterable[ResourceChange]) -> t
     return old, new
 
 
+def _noted(preview: Mapping[str, Any], note: str) -> set[str] | None:
+    """The names the program's info diagnostic starting with `note` lists; None without one."""
+    for diag in preview.get("diagnostics") or []:
+        message = str(diag.get("message", "")).strip()
+        if message.startswith(note):
+            names = message.removeprefix(note)
+            return set() if names == "none" else {n.strip() for n in names.split(",") if n.strip()}
+    return None
+
+
+def drained_durables(preview: Mapping[str, Any]) -> set[str]:
+    """The managed streams' durables ("STREAM/durable") the program saw with nothing pending
+    or unacknowledged during this preview (its info diagnostic, as for `empty_streams`)."""
+    return _noted(preview, DRAINED_DURABLES_NOTE) or set()
+
+
 def empty_streams(preview: Mapping[str, Any]) -> set[str]:
     """The managed streams the program saw holding no messages during this preview.
 
@@ -307,11 +325,9 @@ def empty_streams(preview: Mapping[str, Any]) -> set[str]:
     the same but the CLI (v3.259) leaves outputs out of preview JSON (oldState's are
     those of the last `pulumi up`: stale, never used here).
     """
-    for diag in preview.get("diagnostics") or []:
-        message = str(diag.get("message", "")).strip()
-        if message.startswith(EMPTY_STREAMS_NOTE):
-            names = message.removeprefix(EMPTY_STREAMS_NOTE)
-            return set() if names == "none" else {n.strip() for n in names.split(",") if n.strip()}
+    noted = _noted(preview, EMPTY_STREAMS_NOTE)
+    if noted is not None:
+        return noted
     for step in preview.get("steps") or []:
         if _urn_parts(str(step.get("urn", "")))[1] == STACK_TYPE:
             outputs = (step.get("newState") or {}).get("outputs") or {}
@@ -363,14 +379,16 @@ def _refusals(diagnostics: Iterable[Diagnostic]) -> list[Destructive]:
 
 
 def destructive_steps(resources: Iterable[ResourceChange], empty: set[str],
-                      diagnostics: Iterable[Diagnostic] = (), opted: Iterable[str] = ()) -> list[Destructive]:
+                      diagnostics: Iterable[Diagnostic] = (), opted: Iterable[str] = (),
+                      drained: Iterable[str] = ()) -> list[Destructive]:
     """The destructive steps of a preview, each judged allowed or blocked by the data-loss policy.
 
     `opted` is the stack config's allowDataLoss: the providers honour it on delete and
     replace even before it has been applied to the resource's state. What a resource
-    holds is not in a preview, except the streams the program saw empty (`empty`).
+    holds is not in a preview, except the streams the program saw empty (`empty`) and
+    the durables it saw drained (`drained`, "STREAM/durable").
     """
-    opted = set(opted)
+    opted, drained = set(opted), set(drained)
     resources = list(resources)
     moved = {(m.what, m.source) for m in consumer_moves(resources)}
     found: list[Destructive] = []
@@ -382,7 +400,9 @@ def destructive_steps(resources: Iterable[ResourceChange], empty: set[str],
         kind: policy.Kind = "stream" if res.kind == "stream" else "consumer"
         op: policy.Op = "delete" if res.op == "delete" else "replace"
         seen_empty = kind == "stream" and op == "delete" and res.name in empty
-        held = policy.Holding(kind, res.name, messages=0 if seen_empty else None)
+        seen_drained = kind == "consumer" and op == "delete" and res.name in drained
+        held = policy.Holding(kind, res.name, messages=0 if seen_empty else None,
+                              pending=0 if seen_drained else None, ack_pending=0 if seen_drained else None)
         fields = res.replace_reasons or tuple(f.path for f in res.fields)
         verdict = policy.judge(held, op, res.opted(opted), fields)
         found.append(Destructive(res.label, res.op, verdict.allowed, verdict.reason))
@@ -427,7 +447,8 @@ def summarize(preview: Mapping[str, Any], stack: str) -> Summary:
         counts=dict(preview.get("changeSummary") or {}),
         subject_moves=tuple(subject_moves(resources)),
         consumer_moves=tuple(consumer_moves(resources)),
-        destructive=tuple(destructive_steps(resources, empty_streams(preview), diags, opt_ins(preview))),
+        destructive=tuple(destructive_steps(resources, empty_streams(preview), diags, opt_ins(preview),
+                                            drained_durables(preview))),
         opt_ins=tuple(opt_ins(preview)),
         diagnostics=tuple(diags),
     )

@@ -105,6 +105,9 @@ class Plan:
 #: The info diagnostic naming the managed streams that held no messages at preview time
 #: (preview JSON carries diagnostics but no stack outputs; the preview report reads this).
 EMPTY_STREAMS_NOTE = "empty streams on the server: "
+#: The same for the durables of the managed streams with nothing pending or unacknowledged
+#: ("STREAM/durable"): deleting one of these loses nothing.
+DRAINED_DURABLES_NOTE = "drained durables on the server: "
 
 #: The start of the warning for a topology subject that no stream owns (the preview report fails on it).
 UNOWNED_WARNING = "subject {subject} has no stream"
