@@ -114,7 +114,7 @@ class Consumer(dyn.Resource, module="jetstream", name="Consumer"):
             **base.connection_values(connection),
             "allow_data_loss": allow_data_loss,
             "drain_timeout": drain_timeout,
-        })
+        }, opts)
         super().__init__(ConsumerProvider(), resource_name, props, opts)
 
 
