@@ -228,3 +228,26 @@ def test_update_of_a_consumer_deleted_with_its_stream_fails_naming_the_stream(
 
     with pytest.raises(EventBusError, match="stream EVENTS does not exist"):
         P.update(created.id, created.outs, props(changed(PULL, max_deliver=9), nats_server.url))
+
+
+def test_pause_and_resume_update_the_durable_in_place_keeping_its_backlog(
+        js: JetStream, nats_server: NatsServer, stream: StreamSpec) -> None:
+    created = P.create(props(PULL, nats_server.url))
+    for i in range(3):
+        js.publish(f"events.a.{i}", b"work")
+    born = js.consumer_info("EVENTS", "worker")["created"]
+    paused_spec = changed(PULL, pause_until="2100-01-01T00:00:00Z")
+
+    diff = P.diff(created.id, created.outs, props(paused_spec, nats_server.url))
+    assert (diff.changes, diff.replaces) == (True, [])
+    paused = P.update(created.id, created.outs, props(paused_spec, nats_server.url))
+
+    info = js.consumer_info("EVENTS", "worker")
+    assert info["paused"] is True and info["config"]["pause_until"] == "2100-01-01T00:00:00Z"
+    assert (info["created"], info["num_pending"]) == (born, 3), "the durable was recreated or lost its backlog"
+    assert P.diff(created.id, paused.outs, props(paused_spec, nats_server.url)).changes is False
+
+    P.update(created.id, paused.outs, props(PULL, nats_server.url))
+    info = js.consumer_info("EVENTS", "worker")
+    assert not info.get("paused") and "pause_until" not in info["config"]
+    assert (info["created"], info["num_pending"]) == (born, 3)

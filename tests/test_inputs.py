@@ -57,6 +57,17 @@ def test_nested_puts_the_spec_and_the_plain_inputs_under_two_properties_and_secr
                                                                                "consumer_id": None}
 
 
+def test_nested_keeps_the_keys_ignore_changes_names_on_top_where_the_engine_matches_them() -> None:
+    spec = {"stream": "S", "deliver_policy": "by_start_sequence", "opt_start_seq": 7, "ack_wait": "60s"}
+    props = CONSUMER_INPUTS.nested(spec, {"servers": ["nats://a"], "drain_timeout": 5.0}, _secret,
+                                   keep_on_top=["deliver_policy", "opt_start_seq", "drain_timeout"])
+
+    assert props == {"spec": {"stream": "S", "ack_wait": "60s"}, "inputs": {"servers": ["nats://a"]},
+                     "deliver_policy": "by_start_sequence", "opt_start_seq": 7, "drain_timeout": 5.0,
+                     "consumer_id": None}
+    assert flatten(props) == {**spec, "servers": ["nats://a"], "drain_timeout": 5.0, "consumer_id": None}
+
+
 def test_flatten_returns_flat_props_as_they_are() -> None:
     flat = {"name": "S", "servers": ["nats://a"], "stream_name": "S"}
     assert flatten(flat) == flat

@@ -116,3 +116,18 @@ def test_preview_with_a_topology_subject_held_by_an_unmanaged_stream_fails_namin
     assert "Traceback" not in done.stdout + done.stderr
     assert js.stream_names() == ["OTHER"], "a failed preview must not change the server"
     assert stored_subjects(js.stream_info("OTHER")["config"]) == ["vendor.>"]
+
+
+def test_ignore_changes_on_a_durables_start_keeps_the_start_it_was_created_with(
+        tmp_path: Path, js: JetStream, nats_server: NatsServer) -> None:
+    # The resources register their spec nested under one property; the engine matches ignore_changes
+    # against the flat inputs in the state, so the ignored fields must still be found there.
+    program = Path(__file__).parent / "fixtures" / "programs" / "ignore_changes"
+    project = PulumiProject(tmp_path, namespace="ignore-changes", program=program,
+                            config={"natsUrl": nats_server.url, "start": 1})
+    project.up()
+
+    project.set("start", 2)  # a later run computes another start: ignored, not a replace of the durable
+    assert project.preview("--expect-no-changes", check=False).returncode == 0
+    project.up()
+    assert js.consumer_info("IGN", "worker")["config"]["opt_start_seq"] == 1

@@ -20,6 +20,7 @@ import pytest
 
 from components.jetstream.client import JetStream
 from components.jetstream.errors import ImmutableFieldChange
+from components.pulumi.consumer import ConsumerProvider
 from components.spec.consumer import ConsumerSpec
 from components.spec.consumer import replace_reasons as consumer_replace_reasons
 from components.spec.fields import required_api_levels
@@ -104,8 +105,9 @@ CONSUMER_ROWS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ("headers_only", {}, {"headers_only": True}, "update"),
     ("metadata", {}, {"metadata": {"owner": "normalize-service"}}, "update"),
     ("sample_freq", {}, {"sample_freq": "10%"}, "update"),
-    ("pause_until", {}, {"pause_until": "2100-01-01T00:00:00Z"}, "replace"),
-    ("pause_until", {"pause_until": "2100-01-01T00:00:00Z"}, {"pause_until": None}, "replace"),
+    ("pause_until", {}, {"pause_until": "2100-01-01T00:00:00Z"}, "update"),
+    ("pause_until", {"pause_until": "2100-01-01T00:00:00Z"}, {"pause_until": "2101-01-01T00:00:00Z"}, "update"),
+    ("pause_until", {"pause_until": "2100-01-01T00:00:00Z"}, {"pause_until": None}, "update"),
     ("max_batch", {}, {"max_batch": 100}, "update"),
     ("max_expires", {}, {"max_expires": "30s"}, "update"),
     ("max_bytes", {}, {"max_bytes": 1 << 20}, "update"),
@@ -213,7 +215,8 @@ def test_update_consumer_field_in_place_server_and_replace_reasons_agree(
     js.consumer_upsert(old_spec.stream, old_spec.wire(), "create")
     reasons = consumer_replace_reasons(old_spec, new_spec)
 
-    server = _in_place(lambda: js.consumer_upsert(new_spec.stream, new_spec.wire(), "update"),
+    # Through the provider's update (pause_until changes through $JS.API.CONSUMER.PAUSE, not the update).
+    server = _in_place(lambda: ConsumerProvider().apply(js, new_spec, js.consumer_info(new_spec.stream, "worker"), {}),
                        lambda: ConsumerSpec.from_wire(new_spec.stream, js.consumer_info(new_spec.stream, "worker")["config"]),
                        new_spec)
 

@@ -417,6 +417,12 @@ class JetStream:
         body = self._pedantic({"stream_name": stream, "config": config, "action": action})
         return self.request(f"$JS.API.CONSUMER.CREATE.{stream}.{name}", body, stream=stream, consumer=name)
 
+    def consumer_pause(self, stream: str, name: str, until: str | None) -> dict:
+        """Pause the consumer until `until` (RFC 3339), or resume it (None). An update keeps
+        the consumer's pause_until as it is: this is the only way to change it in place."""
+        body = {"pause_until": until} if until else {}
+        return self.request(f"$JS.API.CONSUMER.PAUSE.{stream}.{name}", body, stream=stream, consumer=name)
+
     def consumer_delete(self, stream: str, name: str) -> None:
         """Delete the consumer; one that (or whose stream) does not exist is already gone."""
         try:

@@ -45,10 +45,13 @@ def connection_values(settings: ConnectionSettings) -> dict[str, Any]:
     return {SERVERS.key: list(settings.servers), CREDENTIALS.key: creds}
 
 
-def register(spec_props: dict[str, Any], inputs: Inputs, values: dict[str, Any]) -> dict[str, Any]:
+def register(spec_props: dict[str, Any], inputs: Inputs, values: dict[str, Any],
+             opts: pulumi.ResourceOptions | None) -> dict[str, Any]:
     """The props a stream or consumer registers: its spec and its non-spec inputs, nested
-    (`Inputs.nested`; check() flattens them), the secret ones wrapped."""
-    return inputs.nested(spec_props, values, pulumi.Output.secret)
+    (`Inputs.nested`; check() flattens them), the secret ones wrapped, and the fields its
+    `ignore_changes` names on top, where the engine looks for them."""
+    ignored = (opts.ignore_changes if opts else None) or []
+    return inputs.nested(spec_props, values, pulumi.Output.secret, keep_on_top=(p.split(".")[0] for p in ignored))
 
 
 def jetstream(props: dict[str, Any]) -> JetStream:

@@ -57,7 +57,10 @@ class ConsumerProvider(base.SpecProvider[ConsumerSpec]):
                                      hint="Create the stream first (declare it in the same stack)")
             return js.consumer_upsert(spec.stream, spec.wire(), "create")
         if changed_fields(self.spec_of(spec.id, info), spec):
-            return js.consumer_upsert(spec.stream, spec.wire(), "update")
+            info = js.consumer_upsert(spec.stream, spec.wire(), "update")
+            if self.spec_of(spec.id, info).pause_until != spec.pause_until:  # kept by the update
+                js.consumer_pause(spec.stream, spec.durable_name, spec.pause_until)
+                info = js.consumer_info(spec.stream, spec.durable_name) or info
         return info
 
     def before_delete(self, js: JetStream, id_: str, props: dict[str, Any], opted: bool) -> None:
@@ -111,7 +114,7 @@ class Consumer(dyn.Resource, module="jetstream", name="Consumer"):
             **base.connection_values(connection),
             "allow_data_loss": allow_data_loss,
             "drain_timeout": drain_timeout,
-        })
+        }, opts)
         super().__init__(ConsumerProvider(), resource_name, props, opts)
 
 

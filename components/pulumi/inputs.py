@@ -128,22 +128,26 @@ class Inputs:
         return {**props, **dict.fromkeys(self.placeholders)}
 
     def nested(self, spec_props: Mapping[str, Any], values: Mapping[str, Any],
-               secret: Callable[[Any], Any]) -> dict[str, Any]:
+               secret: Callable[[Any], Any], keep_on_top: Iterable[str] = ()) -> dict[str, Any]:
         """The props a stream or consumer registers: its spec's fields under SPEC_PROP, its
         plain non-spec inputs (those `register` keeps) under INPUTS_PROP, and the secret
-        inputs and the declared outputs at the top level.
+        inputs, the declared outputs and the keys of `keep_on_top` at the top level.
 
         Three or four properties instead of up to a dozen: the SDK's cost per registered
-        property grows faster than the stack (benchmarks/RESULTS-peer-compare.md). A secret
-        stays at the top level because the engine keeps a checked input secret by its
-        top-level key; check() flattens the rest (`flatten`), so the state and every other
-        call see flat props, as in a state written before.
+        property grows faster than the stack (benchmarks/RESULTS-peer-compare.md). check()
+        flattens the rest (`flatten`), so the state and every other call see flat props, as
+        in a state written before. The engine matches two things by top-level key against
+        the old, flat inputs: which checked inputs are secret, and the resource's
+        `ignore_changes` paths, so the keys those name (`keep_on_top`) stay on top.
         """
+        keep = set(keep_on_top)
         registered = self.register(values, secret)
         plain = {k: v for k, v in registered.items()
-                 if k not in self.placeholders and not self[k].secret}
+                 if k not in self.placeholders and not self[k].secret and k not in keep}
         top = {k: v for k, v in registered.items() if k not in plain}
-        return {SPEC_PROP: dict(spec_props), **({INPUTS_PROP: plain} if plain else {}), **top}
+        spec = {k: v for k, v in spec_props.items() if k not in keep}
+        return {SPEC_PROP: spec, **({INPUTS_PROP: plain} if plain else {}), **top,
+                **{k: v for k, v in spec_props.items() if k in keep}}
 
     def with_defaults(self, props: Mapping[str, Any]) -> dict[str, Any]:
         """`props` with every input it leaves out at its default (as `value()` reads it)."""

@@ -99,5 +99,5 @@ class Stream(dyn.Resource, module="jetstream", name="Stream"):
             "takeover": sorted(set(takeover or []) - {spec.name}),
             "claim_retry_timeout": claim_retry_timeout,
             "reclaim": sorted(reclaim or []),
-        })
+        }, opts)
         super().__init__(StreamProvider(), resource_name, props, opts)

@@ -62,8 +62,8 @@ class ConsumerSpec(WireModel):
     headers_only: bool = False
     metadata: Annotated[dict[str, str], metadata_without("_nats.")] = Field(default_factory=dict)
     sample_freq: str = Field(default="", pattern=r"^(\d{1,3}%?)?$", description='Share of acks sampled as advisories, e.g. "10%"')
-    pause_until: Annotated[str | None, BeforeValidator(_rfc3339), Wire(api_level=1), Fixed(
-        "pause_until is kept on update (pause or resume with $JS.API.CONSUMER.PAUSE)")] = Field(
+    # The server keeps pause_until on update: the provider pauses and resumes with $JS.API.CONSUMER.PAUSE.
+    pause_until: Annotated[str | None, BeforeValidator(_rfc3339), Wire(api_level=1)] = Field(
         default=None, description="RFC 3339 time until which the consumer delivers nothing")
     # pull consumers
     max_batch: int = Field(default=0, ge=0, description="Most messages one pull request may ask for; 0 for no limit")
