@@ -179,9 +179,10 @@ class EventBus(pulumi.ComponentResource):
         #: Managed streams the server held no messages in when this program ran: removing
         #: one of these loses nothing (the preview report uses it to judge deletions).
         self.empty_streams = sorted(n for n, s in (live or {}).items() if s.messages == 0)
-        #: Their durables with nothing pending or unacknowledged ("STREAM/durable"), likewise.
+        #: Their durables with nothing pending or unacknowledged ("STREAM/durable"), likewise: those
+        #: the plan does not keep to drain.
         self.drained_durables = sorted(f"{n}/{c}" for n, s in (live or {}).items() for c, d in s.consumers.items()
-                                       if d.pending == 0 and d.ack_pending == 0)
+                                       if not d.unprocessed)
         if live is not None:
             pulumi.log.info(EMPTY_STREAMS_NOTE + (", ".join(self.empty_streams) or "none"), self)
             pulumi.log.info(DRAINED_DURABLES_NOTE + (", ".join(self.drained_durables) or "none"), self)
