@@ -167,11 +167,11 @@ SPEC_PROP, INPUTS_PROP = "spec", "inputs"
 
 def flatten(props: Mapping[str, Any]) -> dict[str, Any]:
     """`props` as registered by `Inputs.nested`, flat; flat props are returned as they are."""
-    spec, plain = props.get(SPEC_PROP), props.get(INPUTS_PROP)
-    if not isinstance(spec, Mapping) and not isinstance(plain, Mapping):
-        return dict(props)
-    rest = {k: v for k, v in props.items() if k not in (SPEC_PROP, INPUTS_PROP)}
-    return {**rest, **(spec if isinstance(spec, Mapping) else {}), **(plain if isinstance(plain, Mapping) else {})}
+    parts = [k for k in (SPEC_PROP, INPUTS_PROP) if isinstance(props.get(k), Mapping)]
+    flat = {k: v for k, v in props.items() if k not in parts}
+    for key in parts:
+        flat.update(props[key])
+    return flat
 
 
 # -- shared by the resources --------------------------------------------------------------
