@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from components.spec import fields
+from components.spec.checked import ConsumerName, StreamName
 from components.spec.durations import ns
 from components.spec.fields import Duration, Fixed, When, Wire, WireModel, metadata_without, subject_list
-from components.spec.subjects import ConsumerName, StreamName, subject_problem
+from components.spec.subjects import subject_problem
 
 
 def _fixed(field: str) -> Fixed:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
-
-from pydantic import AfterValidator, BeforeValidator, PlainSerializer
 
 NS = 1
 US = 1_000
@@ -66,27 +63,6 @@ def format_duration(ns: int) -> str:
     return "".join(parts)
 
 
-def _canonical(value: object) -> str:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return format_duration(parse_duration(value))
-    raise ValueError(f"expected a duration like '48h', got {value!r}")
-
-
-#: A duration field: accepts "48h" or nanoseconds, holds and prints the canonical human form.
-Duration = Annotated[str, BeforeValidator(_canonical), PlainSerializer(lambda v: v, return_type=str)]
-
-
 def ns(value: str) -> int:
     """Nanoseconds of a canonical `Duration` value."""
     return parse_duration(value)
-
-
-def positive(why: str) -> AfterValidator:
-    """A Duration that must be longer than 0; `why` is the message otherwise."""
-
-    def check(value: str) -> str:
-        if ns(value) <= 0:
-            raise ValueError(why)
-        return value
-
-    return AfterValidator(check)

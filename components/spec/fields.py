@@ -28,7 +28,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
-from components.spec import durations
+from components.spec import checked, durations
 from components.spec.subjects import subject_problem, subjects_overlap
 
 
@@ -46,7 +46,7 @@ class Nanoseconds:
 
 
 #: A duration field: "48h" in config and state, nanoseconds on the wire.
-Duration = Annotated[durations.Duration, Nanoseconds()]
+Duration = Annotated[checked.Duration, Nanoseconds()]
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ from pydantic.alias_generators import to_camel, to_pascal
 
 from components.jetstream.errors import ConfigError
 from components.jetstream.settings import ConnectionSettings
-from components.spec.durations import Duration, ns, positive
+from components.spec.checked import ConsumerName, Duration, StreamName, Subject, positive
+from components.spec.durations import ns
 from components.spec.project import PROJECT
 from components.spec.stream import StreamSpec
-from components.spec.subjects import ConsumerName, StreamName, Subject
 from components.spec.table import (
     SEED_DURABLES,
     SEEDS,

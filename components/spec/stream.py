@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from components.spec import fields
+from components.spec.checked import StreamName
 from components.spec.durations import ns, parse_duration
 from components.spec.fields import (
     CreateOnly,
@@ -26,7 +27,6 @@ from components.spec.fields import (
     subject_list,
 )
 from components.spec.fields import changed_fields as changed_fields
-from components.spec.subjects import StreamName
 
 #: The filter of the self-source that lets a stream own no subjects at all: without
 #: subjects, sources or mirror the server gives a stream its own name as subject.

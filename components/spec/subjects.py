@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Annotated
-
-from pydantic import AfterValidator
 
 _NAME_BAD = re.compile(r"[\s.*>/\\]")
 
@@ -69,18 +65,3 @@ def covers(pattern: str, subject: str) -> bool:
         if p != "*" and (s == "*" or p != s):
             return False
     return len(ts) == len(tp)
-
-
-def _checked(problem: Callable[[str], str | None]) -> AfterValidator:
-    def check(value: str) -> str:
-        if why := problem(value):
-            raise ValueError(why)
-        return value
-
-    return AfterValidator(check)
-
-
-#: Strings checked by the rules above wherever a model declares one.
-StreamName = Annotated[str, _checked(lambda v: name_problem(v, "stream"))]
-ConsumerName = Annotated[str, _checked(lambda v: name_problem(v, "consumer"))]
-Subject = Annotated[str, _checked(subject_problem)]
