@@ -252,13 +252,14 @@ def test_about_reports_the_virtualenvs_interpreter_and_its_version(project: Pulu
     assert Path(about["runtime"]["executable"]).resolve() == (VENV_BIN / "python").resolve()
 
 
-def test_the_providers_modules_leave_the_nats_client_the_cli_and_deepdiff_to_the_calls_that_use_them() -> None:
+def test_the_providers_modules_leave_pydantic_the_nats_client_the_cli_and_deepdiff_to_the_calls_that_use_them() -> None:
     # What the provider process preloads (Pulumi.yaml's providerPreload) and unpickles for every
-    # check and diff: an unchanged preview never talks to the server, so it never loads the client,
-    # and only the gate's runs read the stack's model.
+    # check and diff: an unchanged preview never talks to the server, so it never loads the client;
+    # it parses no spec (tests/test_unchanged_calls.py), so it never loads pydantic; and only the
+    # gate's runs read the stack's model.
     preload = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["runtime"]["options"]["providerPreload"].split()
     code = (f"import sys; import {', '.join(preload)}\n"
-            "heavy = ('nats', 'deepdiff', 'click', 'components.jetstream.client', 'components.cli',"
+            "heavy = ('pydantic', 'pydantic_core', 'nats', 'deepdiff', 'click', 'components.jetstream.client', 'components.cli',"
             " 'components.spec.stack', 'components.spec.table')\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.rsplit('.', 1)[0] in heavy"
             " or m in heavy))")

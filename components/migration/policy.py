@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from components.jetstream.errors import DataLossRefused
 from components.spec.durations import ns
-from components.spec.stream import StreamSpec
 
 if TYPE_CHECKING:
     from components.jetstream.client import JetStream
+    from components.spec.stream import StreamSpec
 
 #: The stack config key listing the streams and durables ("STREAM/durable") that may lose data.
 OPT_IN = "allowDataLoss"

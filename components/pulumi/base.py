@@ -16,27 +16,30 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import pulumi
 import pulumi.dynamic as dyn
-from pydantic import ValidationError
 
 from components.jetstream.errors import EventBusError
-from components.jetstream.settings import ConnectionSettings
 from components.migration import policy
 from components.migration.lock import STREAM_WRITE_LOCK
 from components.pulumi.inputs import ADOPTION, ALLOW_DATA_LOSS, CREDENTIALS, SERVERS, Inputs, flatten
 from components.pulumi.snapshot import SNAPSHOT
-from components.spec.consumer import ConsumerSpec
 from components.spec.project import PROJECT
-from components.spec.stream import StreamSpec, changed_fields
 
-if TYPE_CHECKING:  # the client (nats-py) loads only when a call talks to the server
+if TYPE_CHECKING:
+    # The client (nats-py) loads only when a call talks to the server, and the specs (pydantic)
+    # only when a call parses one: a check and a diff of unchanged inputs need neither.
+    from pydantic import ValidationError
+
     from components.jetstream.client import JetStream
+    from components.jetstream.settings import ConnectionSettings
+    from components.spec.consumer import ConsumerSpec
+    from components.spec.stream import StreamSpec
 
 #: The stack config key (project namespace) naming objects that may lose data.
 ALLOW_DATA_LOSS_KEY = f"{PROJECT}:{policy.OPT_IN}"
 
 __all__ = ["ALLOW_DATA_LOSS_KEY", "STREAM_WRITE_LOCK", "SpecProvider", "connection_values", "jetstream", "register"]
 
-Spec = TypeVar("Spec", StreamSpec, ConsumerSpec)
+Spec = TypeVar("Spec", "StreamSpec", "ConsumerSpec")
 
 
 def connection_values(settings: ConnectionSettings) -> dict[str, Any]:
@@ -56,6 +59,7 @@ def register(spec_props: dict[str, Any], inputs: Inputs, values: dict[str, Any],
 
 def jetstream(props: dict[str, Any]) -> JetStream:
     from components.jetstream.client import JetStream
+    from components.jetstream.settings import ConnectionSettings
 
     return JetStream(ConnectionSettings.from_props(SERVERS.value(props), props.get(CREDENTIALS.key)))
 
@@ -95,8 +99,10 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
 
     Contract of the calls, for every kind:
     * check: the spec parses (else failures naming the field) and the kind's own checks
-      pass; on a create, the inputs carry an adoption note when the object exists;
-    * diff: a changed spec field or diff-key input is a change; a field the server
+      pass; on a create, the inputs carry an adoption note when the object exists; inputs
+      equal to the old ones are not parsed again, only the kind's own checks run;
+    * diff: a changed spec field or diff-key input is a change (spec fields equal to the
+      state's are no change, without a parse); a field the server
       cannot change in place is a replace; a replace, or an update that discards stored
       data, is refused at preview time when the stack has not allowed that loss;
     * create: adopts an existing object whose fixed fields match, else fails naming them;
@@ -109,7 +115,6 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
     serialize_as_secret_always = False
 
     kind: ClassVar[policy.Kind]
-    spec_type: ClassVar[type[StreamSpec] | type[ConsumerSpec]]
     inputs: ClassVar[Inputs]
     #: What recreating the object loses, for the refusal to adopt a mismatching one.
     loses: ClassVar[str]
@@ -119,6 +124,10 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
     _stack_opt_ins: frozenset[str] = frozenset()
 
     # -- hooks -------------------------------------------------------------------------
+    def spec_type(self) -> type[Spec]:
+        """The spec model (imported when first asked: an unchanged check or diff parses none)."""
+        raise NotImplementedError
+
     def object_id(self, spec: Spec) -> str:
         raise NotImplementedError
 
@@ -149,8 +158,9 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
     def before_delete(self, js: JetStream, id_: str, props: dict[str, Any], opted: bool) -> None:
         """Runs before the data-loss guard of a delete."""
 
-    def failures(self, olds: dict[str, Any], spec: Spec, news: dict[str, Any]) -> list[dyn.CheckFailure]:
-        """The kind's own checks of valid inputs."""
+    def failures(self, olds: dict[str, Any], inputs: dict[str, Any]) -> list[dyn.CheckFailure]:
+        """The kind's own checks of valid inputs (`inputs`: as check() returns them, the spec's
+        fields at their default left out)."""
         return []
 
     def guard_in_place(self, old: Spec, new: Spec, fields: list[str], news: dict[str, Any], opted: bool) -> None:
@@ -171,8 +181,14 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
         return policy.allowed(id_, self._stack_opt_ins, self.inputs.value(props, ALLOW_DATA_LOSS.key))
 
     def parse(self, props: dict[str, Any]) -> Spec:
-        fields = self.spec_type.model_fields
-        return self.spec_type.model_validate({k: v for k, v in props.items() if k in fields})  # type: ignore[return-value]
+        spec_type = self.spec_type()
+        fields = spec_type.model_fields
+        return spec_type.model_validate({k: v for k, v in props.items() if k in fields})  # type: ignore[return-value]
+
+    def spec_part(self, props: dict[str, Any]) -> dict[str, Any]:
+        """The props that are not the resource's own inputs, outputs or provider: its spec's fields."""
+        own = self.inputs.own_keys
+        return {k: v for k, v in props.items() if k not in own}
 
     def outputs(self, props: dict[str, Any], spec: Spec) -> dict[str, Any]:
         """The state after a call: the spec (as the server reports it), the declared output
@@ -182,13 +198,19 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
         news = flatten(news)  # as registered (nested); the checked inputs, and so the state, are flat
+        if olds and news == {k: v for k, v in olds.items() if k != ADOPTION.key}:
+            # The inputs this check returned last time (or a refresh read back), unchanged: the
+            # spec parsed then and parses the same now, so only the kind's own checks run again.
+            return dyn.CheckResult(news, self.failures(olds, news))
+        from pydantic import ValidationError
+
         try:
             spec = self.parse(news)
         except ValidationError as exc:
             return dyn.CheckResult(news, [dyn.CheckFailure(f, m) for f, m in validation_messages(exc)])
-        failures = self.failures(olds, spec, news)
         inputs = {**news, **spec.props()}
         inputs.pop(ADOPTION.key, None)
+        failures = self.failures(olds, inputs)
         if not olds and not failures:
             self._note_adoption(spec, inputs)
         return dyn.CheckResult(inputs, failures)
@@ -201,14 +223,22 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
             return  # the server is checked again at create time
         if info is None:
             return
+        from components.spec.fields import changed_fields
+
         existing = self.spec_of(self.object_id(spec), info)
         fixed = self.replace_reasons(existing, spec)
         changed = [] if fixed else changed_fields(existing, spec)
         inputs[ADOPTION.key] = adoption_note(f"{self.kind} {self.object_id(spec)}", fixed, changed)
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        inputs_changed = self.inputs.changed(olds, news, unknown) + self.forced_changes(news)
+        if not inputs_changed and self.spec_part(olds) == self.spec_part(news):
+            # The same spec fields as the state: both parse to the same spec, so nothing changes.
+            return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
+        from components.spec.fields import changed_fields
+
         old, new = self.parse(olds), self.parse(news)
-        fields = changed_fields(old, new) + self.inputs.changed(olds, news, unknown) + self.forced_changes(news)
+        fields = changed_fields(old, new) + inputs_changed
         if not fields:
             return dyn.DiffResult(changes=False, replaces=[], delete_before_replace=True)
         reasons = sorted(self.replace_reasons(old, new))

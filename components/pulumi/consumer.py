@@ -8,19 +8,18 @@ import pulumi
 import pulumi.dynamic as dyn
 
 from components.jetstream.errors import StreamNotFound
-from components.jetstream.settings import ConnectionSettings
 from components.pulumi import base
 from components.pulumi.inputs import CONSUMER_INPUTS
 from components.pulumi.snapshot import SNAPSHOT
-from components.spec.consumer import ConsumerSpec, replace_reasons
-from components.spec.stream import changed_fields
 from components.spec.subjects import subjects_overlap
 
-if TYPE_CHECKING:  # the client and the hand-over load only when a call talks to the server
+if TYPE_CHECKING:  # the client and the hand-over load only when a call talks to the server, the spec when one parses
     from components.jetstream.client import JetStream
+    from components.jetstream.settings import ConnectionSettings
+    from components.spec.consumer import ConsumerSpec
 
 
-class ConsumerProvider(base.SpecProvider[ConsumerSpec]):
+class ConsumerProvider(base.SpecProvider["ConsumerSpec"]):
     """Create, read, update and delete one durable consumer. Stateless: pickled by reference.
 
     A delete without the opt-in first waits up to `drain_timeout` for the durable's
@@ -28,14 +27,20 @@ class ConsumerProvider(base.SpecProvider[ConsumerSpec]):
     """
 
     kind = "consumer"
-    spec_type = ConsumerSpec
     inputs = CONSUMER_INPUTS
     loses = "its position"
+
+    def spec_type(self) -> type[ConsumerSpec]:
+        from components.spec.consumer import ConsumerSpec
+
+        return ConsumerSpec
 
     def object_id(self, spec: ConsumerSpec) -> str:
         return spec.id
 
     def replace_reasons(self, old: ConsumerSpec, new: ConsumerSpec) -> dict[str, str]:
+        from components.spec.consumer import replace_reasons
+
         return replace_reasons(old, new)
 
     def fetch(self, js: JetStream, id_: str) -> dict | None:
@@ -47,7 +52,7 @@ class ConsumerProvider(base.SpecProvider[ConsumerSpec]):
         return SNAPSHOT.consumer_info(js, stream, durable)
 
     def spec_of(self, id_: str, info: dict) -> ConsumerSpec:
-        return ConsumerSpec.from_wire(id_.split("/", 1)[0], info["config"])
+        return self.spec_type().from_wire(id_.split("/", 1)[0], info["config"])
 
     def apply(self, js: JetStream, spec: ConsumerSpec, info: dict | None, props: dict[str, Any]) -> dict:
         if info is None:
@@ -56,6 +61,8 @@ class ConsumerProvider(base.SpecProvider[ConsumerSpec]):
                                      stream=spec.stream, consumer=spec.durable_name,
                                      hint="Create the stream first (declare it in the same stack)")
             return js.consumer_upsert(spec.stream, spec.wire(), "create")
+        from components.spec.fields import changed_fields
+
         if changed_fields(self.spec_of(spec.id, info), spec):
             info = js.consumer_upsert(spec.stream, spec.wire(), "update")
             if self.spec_of(spec.id, info).pause_until != spec.pause_until:  # kept by the update
@@ -77,18 +84,18 @@ class ConsumerProvider(base.SpecProvider[ConsumerSpec]):
         record_drained(js, stream, js.consumer_info(stream, durable))
         js.consumer_delete(stream, durable)
 
-    def failures(self, olds: dict[str, Any], spec: ConsumerSpec, news: dict[str, Any]) -> list[dyn.CheckFailure]:
+    def failures(self, olds: dict[str, Any], inputs: dict[str, Any]) -> list[dyn.CheckFailure]:
         """A filter no desired subject of the consumer's stream covers fails before anything reaches the server."""
-        stream_subjects = news.get("stream_subjects") or []
+        stream_subjects = inputs.get("stream_subjects") or []
         if not stream_subjects or base.unknown(stream_subjects):
             return []
         return [
             dyn.CheckFailure(
                 "filter_subjects",
-                f"filter {f!r} matches no subject of stream {spec.stream} ({', '.join(stream_subjects)}); "
+                f"filter {f!r} matches no subject of stream {inputs['stream']} ({', '.join(stream_subjects)}); "
                 "fix the filter or the stream's subjects",
             )
-            for f in spec.filter_subjects
+            for f in inputs.get("filter_subjects") or ()
             if not any(subjects_overlap(f, s) for s in stream_subjects)
         ]
 

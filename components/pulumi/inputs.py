@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 
@@ -89,6 +90,12 @@ class Inputs:
         """The input `key` of `props`, normalised, or its default."""
         return self[key].value(props)
 
+    @cached_property
+    def own_keys(self) -> frozenset[str]:
+        """The keys of props that are not spec fields: these inputs, the declared outputs and
+        the SDK's pickled provider."""
+        return frozenset({PROVIDER_KEY, *self.placeholders, *(f.key for f in self.fields)})
+
     @property
     def diff_keys(self) -> tuple[str, ...]:
         return tuple(f.key for f in self.fields if f.diff)
@@ -160,6 +167,9 @@ class Inputs:
     def stack_fields(self) -> set[str]:
         return {f.stack_field for f in self.fields if f.stack_field}
 
+
+#: Where the SDK keeps a dynamic resource's pickled provider, in its inputs and outputs.
+PROVIDER_KEY = "__provider"
 
 #: The nested properties of a registered stream or consumer (`Inputs.nested`).
 SPEC_PROP, INPUTS_PROP = "spec", "inputs"
@@ -233,4 +243,4 @@ def report_ignored(resources: Iterable[Inputs] = RESOURCES) -> frozenset[str]:
     """Input keys the preview report does not list as changes: the pickled provider, the
     declared outputs (a refresh copies their values into the inputs) and the inputs
     declared unreported."""
-    return frozenset({"__provider"}.union(*(r.unreported() for r in resources)))
+    return frozenset({PROVIDER_KEY}.union(*(r.unreported() for r in resources)))

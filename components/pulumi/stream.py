@@ -7,21 +7,21 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 import pulumi.dynamic as dyn
 
-from components.jetstream.settings import ConnectionSettings
 from components.migration import policy
 from components.migration.lock import STREAM_WRITE_LOCK
 from components.pulumi import base, lifeline
 from components.pulumi.inputs import STREAM_INPUTS
 from components.pulumi.snapshot import SNAPSHOT
-from components.spec.stream import StreamSpec, replace_reasons
 
-if TYPE_CHECKING:  # the client and the hand-over load only when a call talks to the server
+if TYPE_CHECKING:  # the client and the hand-over load only when a call talks to the server, the spec when one parses
     from components.jetstream.client import JetStream
+    from components.jetstream.settings import ConnectionSettings
+    from components.spec.stream import StreamSpec
 
 lifeline.start_if_plugin()  # in the dynamic-provider process: exit when the engine is gone
 
 
-class StreamProvider(base.SpecProvider[StreamSpec]):
+class StreamProvider(base.SpecProvider["StreamSpec"]):
     """Create, read, update and delete one JetStream stream. Stateless: pickled by reference.
 
     Every write runs under the provider process's stream write lock and goes through
@@ -30,15 +30,21 @@ class StreamProvider(base.SpecProvider[StreamSpec]):
     """
 
     kind = "stream"
-    spec_type = StreamSpec
     inputs = STREAM_INPUTS
     loses = "its messages"
     write_lock = STREAM_WRITE_LOCK
+
+    def spec_type(self) -> type[StreamSpec]:
+        from components.spec.stream import StreamSpec
+
+        return StreamSpec
 
     def object_id(self, spec: StreamSpec) -> str:
         return spec.name
 
     def replace_reasons(self, old: StreamSpec, new: StreamSpec) -> dict[str, str]:
+        from components.spec.stream import replace_reasons
+
         return replace_reasons(old, new)
 
     def fetch(self, js: JetStream, id_: str) -> dict | None:
@@ -48,7 +54,7 @@ class StreamProvider(base.SpecProvider[StreamSpec]):
         return SNAPSHOT.stream_info(js, id_)
 
     def spec_of(self, id_: str, info: dict) -> StreamSpec:
-        return StreamSpec.from_wire(info["config"])
+        return self.spec_type().from_wire(info["config"])
 
     def apply(self, js: JetStream, spec: StreamSpec, info: dict | None, props: dict[str, Any]) -> dict:
         from components.migration.handover import apply_stream
@@ -59,8 +65,8 @@ class StreamProvider(base.SpecProvider[StreamSpec]):
     def remove(self, js: JetStream, id_: str, props: dict[str, Any], opted: bool) -> None:
         js.stream_delete(id_)
 
-    def failures(self, olds: dict[str, Any], spec: StreamSpec, news: dict[str, Any]) -> list[dyn.CheckFailure]:
-        if spec.sealed and not olds:
+    def failures(self, olds: dict[str, Any], inputs: dict[str, Any]) -> list[dyn.CheckFailure]:
+        if inputs.get("sealed") and not olds:
             return [dyn.CheckFailure("sealed", "a stream cannot be created sealed; seal it in a later update")]
         return []
 
