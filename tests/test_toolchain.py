@@ -253,22 +253,19 @@ def test_about_reports_the_virtualenvs_interpreter_and_its_version(project: Pulu
 
 
 def test_the_providers_modules_leave_pydantic_the_nats_client_the_cli_and_deepdiff_to_the_calls_that_use_them() -> None:
-    # The modules the provider unpickles for every check and diff: an unchanged preview never talks
-    # to the server, so it never needs the client; it parses no spec (tests/test_unchanged_calls.py),
-    # so it never needs pydantic; and only the gate's runs read the stack's model. The provider
-    # preloads the specs and the client in the background (Pulumi.yaml's providerPreload), for the
-    # calls that do need them, so an unchanged call never waits for those imports.
+    # What the provider process preloads (Pulumi.yaml's providerPreload) and unpickles for every
+    # check and diff: an unchanged preview never talks to the server, so it never loads the client;
+    # it parses no spec (tests/test_unchanged_calls.py), so it never loads pydantic; and only the
+    # gate's runs read the stack's model.
     preload = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["runtime"]["options"]["providerPreload"].split()
-    providers = ["components.pulumi.stream", "components.pulumi.consumer", "components.pulumi.gate"]
-    code = (f"import sys; import {', '.join(providers)}\n"
-            "heavy = ('pydantic', 'pydantic_core', 'nats', 'deepdiff', 'click', 'components.jetstream.client',"
-            " 'components.cli', 'components.spec.stack', 'components.spec.table', 'components.spec.stream',"
-            " 'components.spec.consumer')\n"
+    code = (f"import sys; import {', '.join(preload)}\n"
+            "heavy = ('pydantic', 'pydantic_core', 'nats', 'deepdiff', 'click', 'components.jetstream.client', 'components.cli',"
+            " 'components.spec.stack', 'components.spec.table')\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.rsplit('.', 1)[0] in heavy"
             " or m in heavy))")
     done = subprocess.run([str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, timeout=60,
                           check=True, cwd=ROOT)
-    assert preload == [*providers, "components.spec.stream", "components.spec.consumer", "components.jetstream.client"]
+    assert preload == ["components.pulumi.stream", "components.pulumi.consumer", "components.pulumi.gate"]
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 

@@ -1,9 +1,8 @@
-"""An unchanged preview's check and diff: decided from the props alone, with no pydantic.
+"""An unchanged preview's check and diff: decided from the props alone, without loading pydantic.
 
 check() returns inputs equal to the old ones as they are (the kind's own checks still run),
-and diff() reports no change when the spec's fields equal the state's, so the calls of an
-unchanged `pulumi preview` parse no spec and never wait for pydantic to load (the provider
-loads it in the background for the calls that do). Anything else still goes through the parse.
+and diff() reports no change when the spec's fields equal the state's, so the provider process
+of an unchanged `pulumi preview` parses no spec. Anything else still goes through the parse.
 """
 
 from __future__ import annotations
