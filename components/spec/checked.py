@@ -44,10 +44,4 @@ Duration = Annotated[str, BeforeValidator(_canonical), PlainSerializer(lambda v:
 
 def positive(why: str) -> AfterValidator:
     """A Duration that must be longer than 0; `why` is the message otherwise."""
-
-    def check(value: str) -> str:
-        if ns(value) <= 0:
-            raise ValueError(why)
-        return value
-
-    return AfterValidator(check)
+    return _checked(lambda v: why if ns(v) <= 0 else None)
