@@ -121,6 +121,61 @@ def test_claim_refused_after_the_release_gives_the_subject_back_naming_both_stre
     assert sorted(stored_subjects(direct.stream_info("LEGACY")["config"])) == ["orders.>", "refunds.>"]
 
 
+NARROWING = StreamSpec(name="LEGACY", subjects=("orders.>",))
+EU = StreamSpec(name="ORDERS_EU", subjects=("orders.eu.>",))
+KEEPS = {"LEGACY": ["orders.us.>"]}
+
+
+def test_a_narrowing_release_keeps_the_staying_subjects_owned_between_release_and_claim(
+        server: NatsServer, direct: JetStream) -> None:
+    direct.stream_create(NARROWING.wire())
+    direct.publish("orders.us.created", b"before")
+    seen: dict[str, list[str]] = {}
+    hook = Between("LEGACY", "ORDERS_EU", before=lambda: seen.update(
+        us=owners(direct, "orders.us.created"), eu=owners(direct, "orders.eu.created")))
+    proxy = proxied(server, hook)
+    try:
+        P.create(props(EU, proxy.url, keeps=KEEPS))
+    finally:
+        proxy.stop()
+
+    assert hook.fired
+    # Between the two calls only the moving subject has no stream.
+    assert seen == {"us": ["LEGACY"], "eu": []}
+    assert owners(direct, "orders.us.created") == ["LEGACY"]
+    assert owners(direct, "orders.eu.created") == ["ORDERS_EU"]
+    config = direct.stream_info("LEGACY")["config"]
+    assert stored_subjects(config) == ["orders.us.>"]
+    assert config["metadata"][RELEASED + "orders.>"] == "1"
+
+
+def test_a_narrowing_release_without_keeps_leaves_the_staying_subjects_without_a_stream(
+        server: NatsServer, direct: JetStream) -> None:
+    """What the keeps are for: without them, orders.us.> waits for LEGACY's own update."""
+    direct.stream_create(NARROWING.wire())
+
+    P.create(props(EU, server.url))
+
+    assert owners(direct, "orders.us.created") == []
+    assert stored_subjects(direct.stream_info("LEGACY")["config"]) == []
+
+
+def test_a_refused_claim_after_a_narrowing_release_gives_the_whole_subject_back(
+        server: NatsServer, direct: JetStream) -> None:
+    direct.stream_create(NARROWING.wire())
+    hook = Between("LEGACY", "ORDERS_EU", before=lambda: direct.stream_delete("ORDERS_EU"))
+    proxy = proxied(server, hook)
+    try:
+        with pytest.raises(ClaimFailed) as failed:
+            P.create(props(EU, proxy.url, keeps=KEEPS))
+    finally:
+        proxy.stop()
+
+    assert failed.value.given_back is True
+    assert stored_subjects(direct.stream_info("LEGACY")["config"]) == ["orders.>"]
+    assert owners(direct, "orders.eu.created") == owners(direct, "orders.us.created") == ["LEGACY"]
+
+
 @pytest.mark.parametrize("action", [CUT_BEFORE, CUT_AFTER], ids=["claim-lost", "claim-reply-lost"])
 def test_connection_cut_at_the_claim_is_retried_and_the_subject_ends_owned(
         server: NatsServer, direct: JetStream, action: str) -> None:

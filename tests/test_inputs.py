@@ -20,7 +20,7 @@ def test_register_wraps_non_empty_secrets_and_adds_the_output_placeholders() -> 
 
 def test_register_leaves_out_the_inputs_at_their_default_and_every_call_reads_them_back() -> None:
     values = {"servers": ["nats://a"], "credentials": {}, "allow_data_loss": False, "takeover": [],
-              "claim_retry_timeout": 30.0, "reclaim": []}
+              "claim_retry_timeout": 30.0, "reclaim": [], "keeps": {}}
     props = STREAM_INPUTS.register(values, _secret)
 
     assert props == {"servers": ["nats://a"], "stream_name": None}

@@ -8,7 +8,7 @@ from components.jetstream.errors import ConfigError
 from components.migration.topology import LiveConsumer, LiveStream, bindings, phase_topology, plan
 from components.spec.durations import format_duration, parse_duration
 from components.spec.stack import parse_stack_config
-from components.spec.subjects import covers, subject_problem, subjects_overlap
+from components.spec.subjects import covers, kept_in_release, subject_problem, subjects_overlap
 
 LEGACY, CORE, VENDOR, DLQ = "ATHLETE_ALLY_EVENTS", "AA_CORE_HOT", "AA_VENDOR_HOT", "AA_DLQ"
 HRV, OURA = "normalize-hrv-durable", "normalize-oura"
@@ -142,6 +142,43 @@ def test_plan_orders_the_stream_losing_subjects_after_the_one_claiming_them() ->
     back = plan(phase_topology(stack(0)), stack(0), backward)
     assert back.after == {VENDOR: (LEGACY,)}
     assert [s.name for s in back.ordered_streams()].index(LEGACY) < [s.name for s in back.ordered_streams()].index(VENDOR)
+
+
+
+def test_plan_keeps_on_a_narrowing_stream_what_its_release_would_leave_without_one() -> None:
+    from tests.test_topology_data import example
+
+    orders = stack(1, topology=example("orders"))
+    live = {"ORDERS": LiveStream("ORDERS", ("orders.>",), 9, 9, {}), "ORDERS_DLQ": LiveStream("ORDERS_DLQ", ("dlq.orders.>",))}
+
+    decided = plan(phase_topology(orders), orders, live)
+
+    # ORDERS_EU claims orders.eu.>, so ORDERS releases orders.> whole: it keeps orders.us.> in that call.
+    assert decided.keeps == {"ORDERS_EU": {"ORDERS": ("orders.us.>",)}}
+    assert decided.after == {"ORDERS": ("ORDERS_EU",)}
+    # The seeds' moves release exactly what moves: nothing to keep.
+    assert plan(phase_topology(stack(1)), stack(1), {LEGACY: LiveStream(LEGACY, ("athlete-ally.>", "sleep.*", "vendor.>"))}).keeps == {}
+    assert plan(phase_topology(orders), orders, None).keeps == {}
+
+
+KEPT = [
+    # released, kept, claimed, candidates, kept in the release
+    (["orders.>"], [], ["orders.eu.>"], ["orders.us.>", "orders.eu.>"], ("orders.us.>",)),
+    # a third stream's subject under the released one stays too, until that stream claims it
+    (["orders.>"], ["refunds.>"], ["orders.eu.>"], ["orders.us.>", "orders.other.>", "refunds.>"],
+     ("orders.us.>", "orders.other.>")),
+    # not under a released subject: another stream may own it
+    (["orders.eu.>"], [], ["orders.eu.>"], ["orders.us.>"], ()),
+    # overlapping the claim, or what the stream keeps anyway
+    (["orders.>"], ["orders.x"], ["orders.*"], ["orders.eu.>", "orders.x.>", "orders.*"], ("orders.eu.>", "orders.x.>")),
+    (["orders.>"], [], ["orders.eu.>"], ["orders.*.new"], ()),
+]
+
+
+@pytest.mark.parametrize(("released", "kept", "claimed", "candidates", "expected"), KEPT)
+def test_kept_in_release_keeps_only_subjects_no_other_stream_can_own(
+        released: list[str], kept: list[str], claimed: list[str], candidates: list[str], expected: tuple) -> None:
+    assert kept_in_release(released, kept, claimed, candidates) == expected
 
 
 CONFIG_ERRORS = [

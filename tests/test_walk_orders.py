@@ -24,7 +24,7 @@ from components.spec.stack import parse_stack_config
 from tests.harness import NatsServer, PulumiProject, advance
 from tests.test_migration import gate_probes, settle_then_stop
 from tests.test_topology_data import example
-from tests.traffic import Publisher, Recorder
+from tests.traffic import OwnerWatch, Publisher, Recorder
 
 pytestmark = pytest.mark.pulumi
 
@@ -81,16 +81,30 @@ def test_walk_orders_0_1_2_1_0_with_traffic_processes_every_published_message(
     seen = Recorder()
     running = orders_workers(publish_url, bindings, seen)
     publisher = Publisher(publish_url, SUBJECTS, interval=0.005).start()
+    watch = OwnerWatch(publish_url, SUBJECTS).start()
     probes: list[dict] = []
+    unowned: dict[tuple[int, int], set[str]] = {}
     try:
+        previous = 0
         for phase in (1, 2, 1, 0):
             project.set("phase", phase)
+            mark = len(watch.unowned)
             project.up()
+            unowned[previous, phase] = watch.since(mark)
             assert project.outputs()["phase"] == phase
             probes += check_orders_phase(js, phase, gate_probes(project))
+            previous = phase
     finally:
         publisher.stop()
+        watch.stop()
     missing = settle_then_stop(project, publisher, seen, running, reapply=True)
+
+    # A subject a move leaves with its stream never goes without one: in 0 -> 1 ORDERS narrows from
+    # orders.> to orders.us.> as it releases orders.> to ORDERS_EU, in the same call.
+    assert watch.polls > 100
+    stays = {(0, 1): "orders.us.created", (1, 2): "orders.eu.created", (2, 1): "orders.eu.created",
+             (1, 0): "orders.us.created"}
+    assert {step: subject for step, subject in stays.items() if subject in unowned[step]} == {}, unowned
 
     assert len(publisher.acked) > 300
     assert missing == set(), f"{len(missing)} of {len(publisher.acked)} published messages were never processed"

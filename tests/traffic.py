@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -70,6 +71,57 @@ class Publisher:
                 subject = self.subjects[n % len(self.subjects)]
                 await self._publish(js, subject, f"{self.prefix}-{n}")
                 await asyncio.sleep(self.interval)
+        finally:
+            await nc.close()
+
+
+@dataclass
+class OwnerWatch:
+    """Asks the server, over and over, which streams own each of `subjects` (STREAM.NAMES).
+
+    `unowned` records each answer of none as (subject, when): a subject a move leaves with
+    its stream must never show one. Bounded: it stops after `limit` seconds or `max_polls`
+    polls even if nobody calls stop().
+    """
+
+    url: str
+    subjects: tuple[str, ...]
+    limit: float = 600.0
+    max_polls: int = 2_000_000
+    unowned: list[tuple[str, float]] = field(default_factory=list)
+    polls: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> OwnerWatch:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def since(self, mark: int) -> set[str]:
+        """The subjects seen without a stream from record `mark` (an earlier len(unowned)) on."""
+        return {subject for subject, _ in self.unowned[mark:]}
+
+    async def _run(self) -> None:
+        nc = await nats.connect(self.url, max_reconnect_attempts=-1)
+        deadline = time.monotonic() + self.limit
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline and self.polls < self.max_polls:
+                for subject in self.subjects:
+                    try:
+                        reply = await nc.request("$JS.API.STREAM.NAMES", json.dumps({"subject": subject}).encode(),
+                                                 timeout=2)
+                    except (NoRespondersError, NatsTimeout, asyncio.TimeoutError):
+                        continue  # no answer is no evidence either way
+                    self.polls += 1
+                    answer = json.loads(reply.data)
+                    if "error" not in answer and not answer.get("streams"):
+                        self.unowned.append((subject, time.monotonic()))
         finally:
             await nc.close()
 

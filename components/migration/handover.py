@@ -7,6 +7,7 @@ request can be run again.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from components.spec.stream import (
     recorded,
     stored_subjects,
 )
-from components.spec.subjects import subjects_overlap
+from components.spec.subjects import kept_in_release, subjects_overlap
 
 #: Per-request timeout inside a hand-over: short, so a lost connection is retried
 #: promptly (every request there is idempotent, so a retry after a lost reply is safe).
@@ -94,14 +95,17 @@ def _owners(js: JetStream, name: str, subjects: tuple[str, ...], takeover: list[
 
 
 def hand_over(js: JetStream, name: str, subjects: tuple[str, ...], takeover: list[str],
-              releases: list[Release] | None = None) -> list[Release]:
+              releases: list[Release] | None = None,
+              keeps: Mapping[str, Sequence[str]] | None = None) -> list[Release]:
     """Release `subjects` from the streams in `takeover` that hold them, so `name` can claim them.
 
     Idempotent: a stream that already released them is left alone, so it can be retried
     after a lost connection. Each release is recorded in `releases` (and returned) before
     it is sent, so a give-back also covers a release whose reply was lost. The released
     stream records its last sequence (`eventbus.released.<subject>`). A subject held by
-    a stream outside `takeover` is an error naming that stream.
+    a stream outside `takeover` is an error naming that stream. A stream that releases a
+    wider subject than `subjects` keeps, in the same call, what `keeps` lists for it under
+    that subject (`kept_in_release`; the plan's `keeps`), so those never lack a stream.
     """
     releases = releases if releases is not None else []
     for owner in sorted(_owners(js, name, subjects, takeover)):
@@ -111,6 +115,7 @@ def hand_over(js: JetStream, name: str, subjects: tuple[str, ...], takeover: lis
         spec = StreamSpec.from_wire(info["config"])
         gone = tuple(s for s in spec.subjects if any(subjects_overlap(s, w) for w in subjects))
         keep = tuple(s for s in spec.subjects if s not in gone)
+        keep += kept_in_release(gone, keep, subjects, (keeps or {}).get(owner, ()))
         if not any(r.owner == owner for r in releases):
             releases.append(Release(owner, info["config"], gone))
         last = LiveStream.from_info(info).last_seq
@@ -161,7 +166,8 @@ def _give_back(js: JetStream, name: str, releases: list[Release], retry_timeout:
     return None
 
 
-def claim(js: JetStream, spec: StreamSpec, config: dict, takeover: list[str], retry_timeout: float) -> dict:
+def claim(js: JetStream, spec: StreamSpec, config: dict, takeover: list[str], retry_timeout: float,
+          keeps: Mapping[str, Sequence[str]] | None = None) -> dict:
     """Release `spec.subjects` from their owners and claim them with `config`, back to back.
 
     Transient failures (lost connection, server restart, leader election) are retried for
@@ -172,7 +178,7 @@ def claim(js: JetStream, spec: StreamSpec, config: dict, takeover: list[str], re
     releases: list[Release] = []
 
     def step(js: JetStream) -> dict:
-        hand_over(js, spec.name, spec.subjects, takeover, releases)
+        hand_over(js, spec.name, spec.subjects, takeover, releases, keeps)
         return _fast(js).stream_update(config)
 
     try:
@@ -200,7 +206,7 @@ def claim(js: JetStream, spec: StreamSpec, config: dict, takeover: list[str], re
 
 
 def apply_stream(js: JetStream, spec: StreamSpec, info: dict | None, takeover: list[str],
-                 retry_timeout: float) -> dict:
+                 retry_timeout: float, keeps: Mapping[str, Sequence[str]] | None = None) -> dict:
     """Bring stream `spec.name` to `spec` (created if `info` is None), taking its subjects over.
 
     When subjects must be taken from other streams, everything the server could refuse
@@ -236,7 +242,8 @@ def apply_stream(js: JetStream, spec: StreamSpec, info: dict | None, takeover: l
             info = js.stream_update(staged.wire(carried_metadata(info["config"], current.subjects)))
     last = LiveStream.from_info(info).last_seq
     claims = {s: last for s in spec.subjects if s not in current.subjects}
-    return claim(js, spec, spec.wire(carried_metadata(info["config"], spec.subjects, claims)), takeover, retry_timeout)
+    return claim(js, spec, spec.wire(carried_metadata(info["config"], spec.subjects, claims)), takeover, retry_timeout,
+                 keeps)
 
 
 # -- durables ---------------------------------------------------------------------------

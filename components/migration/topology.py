@@ -23,7 +23,9 @@ Two pure functions, tested as tables:
       them (the subject came back outside a hand-over) get a draining durable
       there, starting at the first of them;
     - a stream that loses subjects waits for the stream gaining them, whose
-      provider hands them over in two back-to-back API calls;
+      provider hands them over in two back-to-back API calls; a stream that
+      releases a wider subject than it loses keeps the rest of this phase's
+      subjects under it in the same call (`keeps`), so they never lack a stream;
     - with the live owner of each subject (`owners`), a subject no stream owns,
       or one taken outside a hand-over, is a warning, and its stream claims it
       again (`reclaim`), before any other stream when it had no owner.
@@ -31,6 +33,7 @@ Two pure functions, tested as tables:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from components.jetstream.errors import SubjectOverlap
@@ -39,7 +42,7 @@ from components.migration import policy
 from components.spec.consumer import ConsumerSpec
 from components.spec.stack import StackConfig
 from components.spec.stream import StreamSpec
-from components.spec.subjects import subjects_overlap
+from components.spec.subjects import kept_in_release, subjects_overlap
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,10 @@ class Plan:
     reclaim: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: subjects of the topology that no stream owns on the server right now
     unowned: tuple[str, ...] = ()
+    #: claiming stream -> {stream it takes subjects from: subjects that stream keeps as it
+    #: releases them} (`keeps`): when a stream narrows (orders.> to orders.us.>), what it
+    #: keeps never goes without a stream between the release and its own update
+    keeps: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def ordered_streams(self) -> list[StreamSpec]:
         """Streams in an order where everything a stream waits for comes before it."""
@@ -259,6 +266,7 @@ def plan(topology: Topology, config: StackConfig, live: LiveView | None,
                 if owner.name != stream.name and owner.name in declared and owner.owns_any(subject):
                     if owner.name not in after.get(stream.name, set()):
                         after.setdefault(owner.name, set()).add(stream.name)
+    keeps = {claimer.name: given for claimer in streams if (given := release_keeps(claimer, streams, live, declared))}
 
     reclaim: dict[str, set[str]] = {}
     unowned: list[str] = []
@@ -277,7 +285,32 @@ def plan(topology: Topology, config: StackConfig, live: LiveView | None,
         tuple(warnings),
         {k: tuple(sorted(v)) for k, v in reclaim.items()},
         tuple(unowned),
+        keeps,
     )
+
+
+def release_keeps(claimer: StreamSpec, streams: Sequence[StreamSpec], live: LiveView,
+                  declared: set[str]) -> dict[str, tuple[str, ...]]:
+    """{stream `claimer` takes subjects from: subjects that stream keeps as it releases them}. Pure.
+
+    NATS has no "orders.> except orders.eu.>": a stream that gives up `orders.>` so that
+    `orders.eu.>` can move releases it whole. Without more, `orders.us.>`, which this phase
+    leaves where it was (or gives to a third stream), would have no stream until the next
+    step. So the release keeps, on the releasing stream, each subject of this phase's plan
+    (of any stream but the claimer) that a released subject covers and that the claimer
+    does not claim: the releasing stream's own update, or the third stream's claim from it,
+    follows (`Plan.after`).
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    planned = [s for stream in streams if stream.name != claimer.name for s in stream.subjects]
+    for owner in live.values():
+        if owner.name == claimer.name or owner.name not in declared:
+            continue
+        released = [s for s in owner.subjects if any(subjects_overlap(s, c) for c in claimer.subjects)]
+        kept = [s for s in owner.subjects if s not in released]
+        if found := kept_in_release(released, kept, claimer.subjects, sorted(planned)):
+            out[owner.name] = found
+    return out
 
 
 def _reaches(after: dict[str, set[str]], start: str, target: str) -> bool:

@@ -145,6 +145,7 @@ class EventBus(pulumi.ComponentResource):
                 takeover=managed,
                 claim_retry_timeout=ns(stack.claim_retry_timeout) / 1e9,
                 reclaim=list(decided.reclaim.get(spec.name, ())),
+                keeps={owner: list(kept) for owner, kept in decided.keeps.get(spec.name, {}).items()},
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     depends_on=[streams[d] for d in decided.after.get(spec.name, ()) if d in streams],

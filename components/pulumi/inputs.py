@@ -27,6 +27,10 @@ def _strings(value: Any) -> list[str]:
     return [str(v) for v in value or ()]
 
 
+def _subject_lists(value: Any) -> dict[str, list[str]]:
+    return {str(k): _strings(v) for k, v in dict(value or {}).items()}
+
+
 @dataclass(frozen=True)
 class Input:
     """One non-spec input of a resource.
@@ -203,6 +207,9 @@ STREAM_INPUTS = Inputs(
         #: Subjects the stream must claim now although its state says it has them (the plan's
         #: `reclaim`); `diff()` reports a non-empty one as a change.
         Input("reclaim", default=(), convert=_strings),
+        #: Per stream this one takes subjects from, the subjects that stream keeps as it releases
+        #: them (the plan's `keeps`: orders.us.> when orders.> is released for orders.eu.>).
+        Input("keeps", default={}, convert=_subject_lists, reported=False),
     ),
     placeholders=("stream_name",),
 )

@@ -60,7 +60,7 @@ class StreamProvider(base.SpecProvider["StreamSpec"]):
         from components.migration.handover import apply_stream
 
         return apply_stream(js, spec, info, self.inputs.value(props, "takeover"),
-                            self.inputs.value(props, "claim_retry_timeout"))
+                            self.inputs.value(props, "claim_retry_timeout"), self.inputs.value(props, "keeps"))
 
     def remove(self, js: JetStream, id_: str, props: dict[str, Any], opted: bool) -> None:
         js.stream_delete(id_)
@@ -97,6 +97,7 @@ class Stream(dyn.Resource, module="jetstream", name="Stream"):
         takeover: list[str] | None = None,
         claim_retry_timeout: float = STREAM_INPUTS["claim_retry_timeout"].default,
         reclaim: list[str] | None = None,
+        keeps: dict[str, list[str]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = base.register(spec.props(), STREAM_INPUTS, {
@@ -105,5 +106,6 @@ class Stream(dyn.Resource, module="jetstream", name="Stream"):
             "takeover": sorted(set(takeover or []) - {spec.name}),
             "claim_retry_timeout": claim_retry_timeout,
             "reclaim": sorted(reclaim or []),
+            "keeps": {owner: sorted(subjects) for owner, subjects in sorted((keeps or {}).items())},
         }, opts)
         super().__init__(StreamProvider(), resource_name, props, opts)

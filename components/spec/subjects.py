@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 
 _NAME_BAD = re.compile(r"[\s.*>/\\]")
 
@@ -65,3 +66,17 @@ def covers(pattern: str, subject: str) -> bool:
         if p != "*" and (s == "*" or p != s):
             return False
     return len(ts) == len(tp)
+
+
+def kept_in_release(released: Sequence[str], kept: Sequence[str], claimed: Sequence[str],
+                    candidates: Iterable[str]) -> tuple[str, ...]:
+    """The `candidates` a stream that releases `released` (and keeps `kept`) for a claim of
+    `claimed` may keep in the same update: each covered by a released subject, so no other
+    stream can own it; overlapping nothing claimed, and clear of `kept`. In order, once each."""
+    out: list[str] = []
+    for t in candidates:
+        if (t not in out and t not in kept and any(covers(r, t) for r in released)
+                and not any(subjects_overlap(t, c) for c in claimed)
+                and not any(subjects_overlap(t, k) for k in kept)):
+            out.append(t)
+    return tuple(out)
