@@ -30,7 +30,7 @@ from components.spec.stream import (
     recorded,
     stored_subjects,
 )
-from components.spec.subjects import kept_in_release, subjects_overlap
+from components.spec.subjects import kept_in_release, split_for_claim, subjects_overlap
 
 #: Per-request timeout inside a hand-over: short, so a lost connection is retried
 #: promptly (every request there is idempotent, so a retry after a lost reply is safe).
@@ -113,8 +113,7 @@ def hand_over(js: JetStream, name: str, subjects: tuple[str, ...], takeover: lis
         if info is None:
             continue
         spec = StreamSpec.from_wire(info["config"])
-        gone = tuple(s for s in spec.subjects if any(subjects_overlap(s, w) for w in subjects))
-        keep = tuple(s for s in spec.subjects if s not in gone)
+        gone, keep = split_for_claim(spec.subjects, subjects)
         keep += kept_in_release(gone, keep, subjects, (keeps or {}).get(owner, ()))
         if not any(r.owner == owner for r in releases):
             releases.append(Release(owner, info["config"], gone))

@@ -42,7 +42,7 @@ from components.migration import policy
 from components.spec.consumer import ConsumerSpec
 from components.spec.stack import StackConfig
 from components.spec.stream import StreamSpec
-from components.spec.subjects import kept_in_release, subjects_overlap
+from components.spec.subjects import kept_in_release, split_for_claim, subjects_overlap
 
 
 @dataclass(frozen=True)
@@ -306,8 +306,7 @@ def release_keeps(claimer: StreamSpec, streams: Sequence[StreamSpec], live: Live
     for owner in live.values():
         if owner.name == claimer.name or owner.name not in declared:
             continue
-        released = [s for s in owner.subjects if any(subjects_overlap(s, c) for c in claimer.subjects)]
-        kept = [s for s in owner.subjects if s not in released]
+        released, kept = split_for_claim(owner.subjects, claimer.subjects)
         if found := kept_in_release(released, kept, claimer.subjects, sorted(planned)):
             out[owner.name] = found
     return out

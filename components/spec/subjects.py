@@ -68,6 +68,13 @@ def covers(pattern: str, subject: str) -> bool:
     return len(ts) == len(tp)
 
 
+def split_for_claim(held: Sequence[str], claimed: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(released, kept): the subjects of `held` a claim of `claimed` takes whole (those that
+    overlap it), and the rest."""
+    released = tuple(s for s in held if any(subjects_overlap(s, c) for c in claimed))
+    return released, tuple(s for s in held if s not in released)
+
+
 def kept_in_release(released: Sequence[str], kept: Sequence[str], claimed: Sequence[str],
                     candidates: Iterable[str]) -> tuple[str, ...]:
     """The `candidates` a stream that releases `released` (and keeps `kept`) for a claim of
