@@ -155,7 +155,10 @@ use_build() {
   # engine stops its plugins after every command it leaves at once, after any stream write in
   # flight, instead of through the interpreter's 0.1-0.2 s teardown. The modules Pulumi.yaml's
   # runtime option providerPreload names (PULUMI_RUNTIME_PROVIDERPRELOAD) are imported in the
-  # background as it starts, before the first resource needs them.
+  # background as it starts, before the first resource needs them. The shim starts the lifeline
+  # itself: the process is the provider from its first instruction, while runpy swaps in the
+  # `__main__` by which components.pulumi.lifeline.start_if_plugin tells it only once the
+  # SDK's module is found, after a preloaded module may have asked.
   rm -f "$bindir/pulumi-resource-pulumi-python"
   cat > "$bindir/pulumi-resource-pulumi-python" <<SHIM
 #!/bin/sh
@@ -174,6 +177,12 @@ def _stop(*_):
         lifeline.exit_after_writes(0)
     os._exit(0)
 signal.signal(signal.SIGINT, _stop)
+try:
+    from components.pulumi import lifeline
+except ImportError:
+    pass  # not this project: no lifeline to start
+else:
+    lifeline.start_in_provider()
 def _preload(names):
     import importlib
     for name in names:

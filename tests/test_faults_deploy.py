@@ -179,6 +179,21 @@ def deploy(tmp_path: Path) -> Iterator[Deploy]:
         server.stop()
 
 
+def describe(pids: list[int]) -> list[str]:
+    """Each pid's parent, state and command line, for a failure message."""
+    told = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")[:160]
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+                state, ppid = fh.read().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        told.append(f"{pid} (parent {ppid}, state {state}): {cmdline}")
+    return told
+
+
 def unowned(js: JetStream, subjects: tuple[str, ...]) -> list[str]:
     return [s for s in subjects if not js.stream_names(s)]
 
@@ -235,7 +250,7 @@ def test_sigkill_of_pulumi_after_the_claim_ends_its_plugins_and_up_replays_no_hi
         running["up"].wait(30)
         killed_at = time.monotonic()
         assert wait_until(lambda: not deploy.processes(), 10), \
-            f"{old}->{new}: plugins alive {time.monotonic() - killed_at:.1f}s after the kill: {deploy.processes()}"
+            f"{old}->{new}: plugins alive {time.monotonic() - killed_at:.1f}s after the kill: {describe(deploy.processes())}"
         deploy.project.run("cancel", "--yes", "--stack", deploy.project.stack, check=False)
         deploy.project.up()
         deploy.check(new)

@@ -12,6 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from components.pulumi import lifeline
 from tests.harness import ROOT, VENV_BIN
 from tests.traffic import wait_until
@@ -128,3 +130,45 @@ def pid_in_group(pid: int, group: int) -> bool:
         return os.getpgid(pid) == group
     except OSError:
         return False
+
+
+#: A stand-in engine: starts the provider shim as the engine does (its own process group, the
+#: engine's address as argument), tells the shim's pid, and stays (for at most a minute).
+ENGINE = """
+import subprocess, sys, time
+shim = subprocess.Popen([sys.argv[1], "127.0.0.1:1"], start_new_session=True)
+print(shim.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("preload", ["", "components.pulumi.stream"])
+def test_provider_shim_exits_when_its_engine_is_sigkilled_before_serving_a_resource(
+        tmp_path: Path, preload: str) -> None:
+    # No preload: nothing has imported the providers, whose import starts the lifeline of a
+    # provider run as `python -m pulumi.dynamic`. The stream's preload: imported in the
+    # background while runpy has yet to swap in the SDK's __main__.
+    (tmp_path / "engine.py").write_text(ENGINE)
+    engine_exe = tmp_path / "pulumi"
+    engine_exe.symlink_to(sys.executable)
+    env = {**os.environ, "PULUMI_RUNTIME_PROVIDERPRELOAD": preload, "PYTHONPATH": str(ROOT)}
+    env.pop("PULUMI_RUNTIME_VIRTUALENV", None)
+    engine = subprocess.Popen([str(engine_exe), str(tmp_path / "engine.py"),
+                               str(VENV_BIN / "pulumi-resource-pulumi-python")],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    shim = None
+    try:
+        assert engine.stdout is not None
+        lines = [engine.stdout.readline().strip() for _ in range(2)]  # the shim's pid, the provider's port
+        assert all(line.isdigit() for line in lines), lines
+        shim = next(int(line) for line in lines if lifeline.parent_of(int(line)) == engine.pid)
+        provider = next(pid for pid in processes() if lifeline.parent_of(pid) == shim)
+        engine.kill()
+        engine.wait(10)
+        assert wait_until(lambda: not alive(provider) and not alive(shim), 10), \
+            "the provider outlived its SIGKILLed engine"
+    finally:
+        engine.kill()
+        engine.wait(10)
+        if shim is not None and alive(shim):
+            os.killpg(shim, signal.SIGKILL)

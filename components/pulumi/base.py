@@ -20,6 +20,7 @@ import pulumi.dynamic as dyn
 from components.jetstream.errors import EventBusError
 from components.migration import policy
 from components.migration.lock import STREAM_WRITE_LOCK
+from components.pulumi import lifeline
 from components.pulumi.inputs import ADOPTION, ALLOW_DATA_LOSS, CREDENTIALS, SERVERS, Inputs, flatten
 from components.pulumi.snapshot import SNAPSHOT
 from components.spec.project import PROJECT
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 ALLOW_DATA_LOSS_KEY = f"{PROJECT}:{policy.OPT_IN}"
 
 __all__ = ["ALLOW_DATA_LOSS_KEY", "STREAM_WRITE_LOCK", "SpecProvider", "connection_values", "jetstream", "register"]
+
+lifeline.start_if_plugin()  # in the dynamic-provider process: exit when the engine is gone
 
 Spec = TypeVar("Spec", "StreamSpec", "ConsumerSpec")
 

@@ -132,10 +132,22 @@ def in_plugin_process() -> bool:
 
 
 def start_if_plugin() -> None:
-    """Start the watch once, in the dynamic-provider process only (a no-op anywhere else)."""
+    """Start the watch once, in the dynamic-provider process only (a no-op anywhere else).
+
+    The module-level call in components.pulumi.base, for a provider started as
+    `python -m pulumi.dynamic` (an installed CLI's shim). It tells the process by its
+    `__main__`, which a shim that runs the SDK's module through runpy swaps in only once
+    that module is found: this project's shim calls `start_in_provider` itself.
+    """
+    if in_plugin_process():
+        start_in_provider()
+
+
+def start_in_provider() -> None:
+    """Start the watch once: this process is the dynamic provider, the shim its parent."""
     global _started
     with _lock:
-        if _started or not in_plugin_process():
+        if _started:
             return
         _started = True
     shim = os.getppid()

@@ -9,7 +9,7 @@ import pulumi.dynamic as dyn
 
 from components.migration import policy
 from components.migration.lock import STREAM_WRITE_LOCK
-from components.pulumi import base, lifeline
+from components.pulumi import base
 from components.pulumi.inputs import STREAM_INPUTS
 from components.pulumi.snapshot import SNAPSHOT
 
@@ -17,8 +17,6 @@ if TYPE_CHECKING:  # the client and the hand-over load only when a call talks to
     from components.jetstream.client import JetStream
     from components.jetstream.settings import ConnectionSettings
     from components.spec.stream import StreamSpec
-
-lifeline.start_if_plugin()  # in the dynamic-provider process: exit when the engine is gone
 
 
 class StreamProvider(base.SpecProvider["StreamSpec"]):
