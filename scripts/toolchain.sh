@@ -158,7 +158,10 @@ use_build() {
   # background as it starts, before the first resource needs them. The shim starts the lifeline
   # itself: the process is the provider from its first instruction, while runpy swaps in the
   # `__main__` by which components.pulumi.lifeline.start_if_plugin tells it only once the
-  # SDK's module is found, after a preloaded module may have asked.
+  # SDK's module is found, after a preloaded module may have asked. When the host's prestart
+  # Invoke is for an update (toolchain/langhost: the program runs for `pulumi up`), the modules
+  # of providerPreloadUpdate (PULUMI_RUNTIME_PROVIDERPRELOADUPDATE) are imported in the background
+  # too: what creates and updates need, and the calls of a preview do not.
   rm -f "$bindir/pulumi-resource-pulumi-python"
   cat > "$bindir/pulumi-resource-pulumi-python" <<SHIM
 #!/bin/sh
@@ -190,10 +193,24 @@ def _preload(names):
             importlib.import_module(name)
         except Exception:
             pass  # the provider reports it when it unpickles a resource
-preload = os.environ.get("PULUMI_RUNTIME_PROVIDERPRELOAD", "").replace(",", " ").split()
-if preload:
-    import threading
-    threading.Thread(target=_preload, args=(preload,), daemon=True).start()
+def _names(option):
+    return os.environ.get("PULUMI_RUNTIME_" + option, "").replace(",", " ").split()
+def _in_background(names):
+    if names:
+        import threading
+        threading.Thread(target=_preload, args=(names,), daemon=True).start()
+_in_background(_names("PROVIDERPRELOAD"))
+from pulumi.runtime.proto import provider_pb2_grpc as _grpc
+_register = _grpc.add_ResourceProviderServicer_to_server
+def _register_with_prestart(servicer, server):
+    declined = servicer.Invoke
+    def invoke(request, context):
+        if request.tok == "pulumi-python:dynamic:prestart-update":
+            _in_background(_names("PROVIDERPRELOADUPDATE"))
+        return declined(request, context)
+    servicer.Invoke = invoke
+    return _register(servicer, server)
+_grpc.add_ResourceProviderServicer_to_server = _register_with_prestart
 runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
 ' "\$@"
 SHIM

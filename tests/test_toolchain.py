@@ -286,3 +286,28 @@ def test_with_debug_every_sdk_debug_log_still_reaches_the_output(project: Pulumi
     assert fast == sdk_own
     registering = collections.Counter(m.split(":")[0] for m in fast)["registering resource"]
     assert registering >= 7  # the stack, the EventBus component, 2 streams, 2 durables, the gate
+
+
+#: A module the provider imports in the background: it notes its name in the file MARKERS names.
+MARKER = """
+import os
+with open(os.environ["MARKERS"], "a", encoding="utf-8") as fh:
+    fh.write(__name__ + "\\n")
+"""
+
+
+def test_the_provider_preloads_what_updates_need_for_pulumi_up_and_not_for_a_preview(tmp_path: Path) -> None:
+    project = PulumiProject(tmp_path, program=ROOT / "tests" / "fixtures" / "programs" / "preload_update",
+                            namespace="preload-update")
+    for name in ("preload_marker_start", "preload_marker_update"):
+        (project.dir / f"{name}.py").write_text(MARKER)
+    markers = tmp_path / "markers"
+    project.env["MARKERS"] = str(markers)
+
+    def preloaded(*command: str) -> list[str]:
+        markers.write_text("")
+        project.run(*command, "--stack", project.stack)  # the program waits for the provider's notes
+        return markers.read_text().split()
+
+    assert preloaded("preview") == ["preload_marker_start"]
+    assert preloaded("up", "--yes", "--skip-preview") == ["preload_marker_start", "preload_marker_update"]

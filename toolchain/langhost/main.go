@@ -115,9 +115,19 @@ func asOfficial() bool { return os.Getenv(asOfficialEnv) == "1" }
 // starts that provider together with the program: see prestartProvider.
 const preloadOption = "providerPreload"
 
+// preloadUpdateOption names the modules the provider also imports as it starts when the
+// program runs for an update (`pulumi up`, not a preview): what its creates and updates need
+// (the specs, the client) and an unchanged preview's calls do not. The engine passes it as
+// PULUMI_RUNTIME_PROVIDERPRELOADUPDATE; prestartUpdateToken asks for it.
+const preloadUpdateOption = "providerPreloadUpdate"
+
 // prestartToken is an Invoke token in the dynamic provider's package; the provider declines
-// every Invoke, and the engine starts it to ask.
-const prestartToken = "pulumi-python:dynamic:prestart"
+// every Invoke, and the engine starts it to ask. prestartUpdateToken asks the same, for an
+// update: the provider shim scripts/toolchain.sh installs then imports providerPreloadUpdate.
+const (
+	prestartToken       = "pulumi-python:dynamic:prestart"
+	prestartUpdateToken = "pulumi-python:dynamic:prestart-update"
+)
 
 type host struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
@@ -257,7 +267,11 @@ func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.Run
 	args = append(args, program)
 	args = append(args, req.GetArgs()...)
 
-	config, err := json.Marshal(req.GetConfig())
+	stackConfig := req.GetConfig()
+	if stackConfig == nil {
+		stackConfig = map[string]string{} // a stack without config: the SDK reads an object, not null
+	}
+	config, err := json.Marshal(stackConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -269,8 +283,12 @@ func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.Run
 	if err != nil {
 		return nil, err
 	}
-	if !asOfficial() && info.GetOptions().GetFields()[preloadOption].GetStringValue() != "" {
-		go prestartProvider(req.GetMonitorAddress())
+	if options := info.GetOptions().GetFields(); !asOfficial() && options[preloadOption].GetStringValue() != "" {
+		token := prestartToken
+		if !req.GetDryRun() && options[preloadUpdateOption].GetStringValue() != "" {
+			token = prestartUpdateToken
+		}
+		go prestartProvider(req.GetMonitorAddress(), token)
 	}
 	cmd := exec.Command(pythonFor(info), args...)
 	cmd.Env = append(os.Environ(), "PULUMI_CONFIG="+string(config), "PULUMI_CONFIG_SECRET_KEYS="+string(secrets))
@@ -304,7 +322,7 @@ func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.Run
 // modules load while the program imports and reads its config (half a second or more),
 // instead of after the program's first resource; its resources then reach a provider that is
 // up, the same process (the engine keeps one default provider per package).
-func prestartProvider(monitor string) {
+func prestartProvider(monitor, token string) {
 	conn, err := grpc.NewClient(monitor, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return
@@ -312,7 +330,7 @@ func prestartProvider(monitor string) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, _ = pulumirpc.NewResourceMonitorClient(conn).Invoke(ctx, &pulumirpc.ResourceInvokeRequest{Tok: prestartToken})
+	_, _ = pulumirpc.NewResourceMonitorClient(conn).Invoke(ctx, &pulumirpc.ResourceInvokeRequest{Tok: token})
 }
 
 // watchEngine exits, taking the program with it, once the engine that started this host
