@@ -311,3 +311,16 @@ def test_the_provider_preloads_what_updates_need_for_pulumi_up_and_not_for_a_pre
 
     assert preloaded("preview") == ["preload_marker_start"]
     assert preloaded("up", "--yes", "--skip-preview") == ["preload_marker_start", "preload_marker_update"]
+
+
+@pytest.mark.parametrize("program", [ROOT, ROOT / "benchmarks" / "scale_program"], ids=["project", "scale_program"])
+def test_the_update_preload_names_modules_that_import_and_bring_what_creates_need(program: Path) -> None:
+    # The shim swallows a failed preload (the provider reports it when a call needs the module),
+    # so a misspelt name would only make `pulumi up` slower, silently.
+    options = yaml.safe_load((program / "Pulumi.yaml").read_text())["runtime"]["options"]
+    names = options["providerPreloadUpdate"].split()
+    code = (f"import json, sys; import {', '.join(names)}\n"
+            "print(json.dumps(sorted(m for m in ('pydantic', 'nats', 'components.migration.handover') if m in sys.modules)))")
+    done = subprocess.run([str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, timeout=60,
+                          check=True, cwd=ROOT)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["components.migration.handover", "nats", "pydantic"]
