@@ -182,8 +182,8 @@ def _stop(*_):
 signal.signal(signal.SIGINT, _stop)
 try:
     from components.pulumi import lifeline
-except ImportError:
-    pass  # not this project: no lifeline to start
+except Exception:
+    pass  # not this project (no such module, or another components package): no lifeline to start
 else:
     lifeline.start_in_provider()
 def _preload(names):
