@@ -19,7 +19,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,32 +55,31 @@ const logFlushTimeout = 10 * time.Second
 // pollInterval is how often the host and the program check that their parent is still alive.
 const pollInterval = 500 * time.Millisecond
 
+// warmIdle bounds how long a warm program process (startWarm) waits for the host that runs it.
+const warmIdle = 60 * time.Second
+
+// warmReplyTimeout bounds the wait for a warm program's answer (it answers once its imports are
+// done); past it, the program is started cold.
+const warmReplyTimeout = 2 * time.Minute
+
 // asOfficialEnv, set to 1 (tests only), makes this host stand in for the official one: it
 // does not watch its engine, and it runs the exec script as is, without the prelude.
 const asOfficialEnv = "EVENTBUS_HOST_AS_OFFICIAL"
 
-// prelude wraps the SDK's exec script. An engine cancel (SIGINT) ends the program quietly
-// instead of with a KeyboardInterrupt traceback, and the program exits when the host that
-// started it is gone (e.g. after the engine was SIGKILLed).
+// programBody runs the SDK's exec script, whose path and arguments are in sys.argv, and leaves.
+// An engine cancel (SIGINT) ends the program quietly instead of with a KeyboardInterrupt traceback.
 //
 // The SDK sends each debug-level log (four per resource: "registering resource", ...) as a
 // blocking RPC from the program's one event-loop thread, about a millisecond each, shown only
-// with --debug: the prelude sends those without waiting, and waits for them all at the end.
+// with --debug: the body sends those without waiting, and waits for them all at the end.
 // Other severities, and logs tied to a resource, go through the SDK's own path unchanged.
 //
 // When the exec script is done (it ends with sys.exit, after waiting for every RPC and
-// closing its event loop), the prelude flushes and leaves with os._exit: the interpreter's
+// closing its event loop), the body flushes and leaves with os._exit: the interpreter's
 // own teardown (module finalisation, the gRPC runtime's shutdown) adds 0.1-0.2 s to every
 // command and does nothing the engine needs.
-var prelude = fmt.Sprintf(`
-import os, runpy, signal, sys, threading
+var programBody = fmt.Sprintf(`
 signal.signal(signal.SIGINT, lambda *_: os._exit(%d))
-_parent = os.getppid()
-def _watch():
-    while not threading.Event().wait(%g):
-        if os.getppid() != _parent:
-            os._exit(1)
-threading.Thread(target=_watch, daemon=True).start()
 import pulumi.log as _plog
 from pulumi.runtime.proto import engine_pb2 as _epb
 _sync_log, _sent = _plog._log, []
@@ -89,7 +91,6 @@ def _log(engine, severity, message, resource, stream_id, ephemeral):
     _sent.append(engine.Log.future(_epb.LogRequest(
         severity=severity, message=message, urn="", streamId=stream_id or 0, ephemeral=ephemeral)))
 _plog._log = _log
-sys.argv = sys.argv[1:]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
     _code = 0
@@ -105,7 +106,129 @@ for _f in _sent:
 sys.stdout.flush()
 sys.stderr.flush()
 os._exit(_code)
-`, exitBail, pollInterval.Seconds(), logFlushTimeout.Seconds())
+`, exitBail, logFlushTimeout.Seconds())
+
+// prelude wraps the SDK's exec script for a program this host starts itself: programBody, after
+// a watch that ends the program when the host that started it is gone (e.g. after the engine
+// was SIGKILLed).
+var prelude = fmt.Sprintf(`
+import os, runpy, signal, sys, threading
+_parent = os.getppid()
+def _watch():
+    while not threading.Event().wait(%g):
+        if os.getppid() != _parent:
+            os._exit(1)
+threading.Thread(target=_watch, daemon=True).start()
+sys.argv = sys.argv[1:]
+`, pollInterval.Seconds()) + programBody
+
+// warmProgram is a program process started before the engine asks for the program: see
+// startWarm. Arguments: its socket's path, the engine's pid, the modules to import (one
+// space-separated argument) and the program's directory.
+//
+// It listens on the socket, imports the modules, then waits for the host that runs the program
+// (at most warmIdle, and only while the engine lives). That host sends one request: a 4-byte
+// big-endian length and JSON {argv, set, environ, cwd}, with its standard output and error as
+// SCM_RIGHTS descriptors. The process answers one JSON line, {"ok": true, "pid": ...}, or
+// {"ok": false, "why": ...} when its environment is not the host's (the host then starts the
+// program cold). It then becomes that program: the descriptors become its standard output and
+// error, `set` (the stack config) joins its environment, and programBody runs the exec script
+// with `argv`. Every exit, os._exit included (the program's own lifeline, a cancel), first
+// sends {"exit": code} to the host, and the program ends when the host's end of the socket
+// closes, as a cold program ends when its host is gone.
+var warmProgram = fmt.Sprintf(`
+import os, sys
+_environ = dict(os.environ)
+import json, socket, struct, threading, time
+_path, _engine, _names, _program_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4]
+_raw_exit = os._exit
+def _drop():
+    try:
+        os.unlink(_path)
+    except OSError:
+        pass
+_drop()
+_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+_server.bind(_path)
+os.chmod(_path, 0o600)
+_server.listen(1)
+_taken = threading.Event()
+def _engine_alive():
+    try:
+        os.kill(_engine, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+def _idle():
+    deadline = time.monotonic() + %g
+    while not _taken.wait(0.1):
+        if not _engine_alive() or time.monotonic() > deadline:
+            _drop()
+            _raw_exit(0)
+threading.Thread(target=_idle, daemon=True).start()
+import importlib
+sys.path.insert(0, _program_dir)  # as runpy.run_path puts it for the program: the same modules
+for _name in _names:
+    try:
+        importlib.import_module(_name)
+    except BaseException:
+        pass  # the program reports it when it imports the module itself
+if sys.path and sys.path[0] == _program_dir:
+    del sys.path[0]
+_conn, _ = _server.accept()
+_taken.set()
+_drop()
+_server.close()
+_data, _fds, _, _ = socket.recv_fds(_conn, 1 << 16, 2)
+if len(_data) < 4 or len(_fds) != 2:
+    _raw_exit(1)
+_need = struct.unpack(">I", _data[:4])[0]
+_data = _data[4:]
+while len(_data) < _need:
+    _chunk = _conn.recv(1 << 16)
+    if not _chunk:
+        _raw_exit(1)
+    _data += _chunk
+_request = json.loads(_data)
+_theirs = dict(_request["environ"])
+_differ = sorted(k for k in set(_theirs) | set(_environ) if _theirs.get(k) != _environ.get(k))
+if _differ or os.path.realpath(_request["cwd"]) != os.path.realpath(os.getcwd()):
+    _why = "environment differs: " + ", ".join(_differ[:5]) if _differ else "working directory differs"
+    _conn.sendall((json.dumps({"ok": False, "why": _why}) + "\n").encode())
+    _raw_exit(0)
+os.dup2(_fds[0], 1)
+os.dup2(_fds[1], 2)
+for _fd in _fds:
+    os.close(_fd)
+os.environ.update(_request["set"])
+_conn.sendall((json.dumps({"ok": True, "pid": os.getpid()}) + "\n").encode())
+_report = threading.Lock()
+def _exit_reporting(code):
+    for _stream in (sys.stdout, sys.stderr):
+        try:
+            _stream.flush()
+        except Exception:
+            pass
+    if _report.acquire(blocking=False):
+        try:
+            _conn.sendall((json.dumps({"exit": int(code)}) + "\n").encode())
+        except Exception:
+            pass
+    _raw_exit(code)
+os._exit = _exit_reporting
+def _watch():
+    try:
+        while _conn.recv(1 << 10):
+            pass
+    except OSError:
+        pass
+    _raw_exit(1)
+threading.Thread(target=_watch, daemon=True).start()
+import runpy, signal
+sys.argv = _request["argv"]
+`, warmIdle.Seconds()) + programBody
 
 func asOfficial() bool { return os.Getenv(asOfficialEnv) == "1" }
 
@@ -129,12 +252,21 @@ const (
 	prestartUpdateToken = "pulumi-python:dynamic:prestart-update"
 )
 
+// programPreloadOption is the Pulumi.yaml runtime option naming the modules a program imports
+// before its first resource. When it is set, the host that answers the engine's About (which
+// `pulumi preview` and `pulumi up` ask first, while the engine still loads the stack and derives
+// the secrets key) starts a warm program process that imports them, and the host that then
+// runs the program hands the run to it: see startWarm and runWarm.
+const programPreloadOption = "programPreload"
+
 type host struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
 	engineAddress string
 	execScript    string
 	mu            sync.Mutex
 	children      map[*exec.Cmd]struct{}
+	warmPids      map[int]struct{} // warm programs this host runs (not its children)
+	warmStarted   bool
 }
 
 // pythonFor is the interpreter of the virtualenv Pulumi.yaml names, else the default one.
@@ -206,6 +338,7 @@ func (h *host) RuntimeOptionsPrompts(context.Context, *pulumirpc.RuntimeOptionsR
 // version comes from the virtualenv's pyvenv.cfg when there is one, without starting Python.
 func (h *host) About(_ context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
 	python := pythonFor(req.GetInfo())
+	h.startWarm(req.GetInfo(), python)
 	if v := venvVersion(python); v != "" {
 		return &pulumirpc.AboutResponse{Executable: python, Version: v}, nil
 	}
@@ -231,15 +364,165 @@ func (h *host) signalChildren(sig os.Signal) {
 	for child := range h.children {
 		_ = child.Process.Signal(sig)
 	}
+	for pid := range h.warmPids {
+		_ = syscall.Kill(pid, sig.(syscall.Signal))
+	}
+}
+
+// preloadNames is the programPreload option's module names, or nil when the option is unset or
+// this host stands in for the official one.
+func preloadNames(info *pulumirpc.ProgramInfo) []string {
+	if asOfficial() || info == nil {
+		return nil
+	}
+	return strings.Fields(strings.ReplaceAll(info.GetOptions().GetFields()[programPreloadOption].GetStringValue(), ",", " "))
+}
+
+// programDir is the directory whose __main__.py (or the entry point's) the program runs.
+func programDir(info *pulumirpc.ProgramInfo) string {
+	dir := info.GetProgramDirectory()
+	if dir == "" {
+		dir = info.GetRootDirectory()
+	}
+	return dir
+}
+
+// warmPath is the socket of the warm program for this engine and this program: the same
+// engine (the parent of every host it starts for one command), interpreter, directories, exec
+// script, modules and working directory. Anything else gets another path, so a warm program is
+// only ever handed a run it was started for.
+func (h *host) warmPath(info *pulumirpc.ProgramInfo, python string, names []string) string {
+	cwd, _ := os.Getwd()
+	sum := sha256.Sum256([]byte(strings.Join([]string{
+		version, python, info.GetRootDirectory(), programDir(info), info.GetEntryPoint(), cwd, h.execScript,
+		strings.Join(names, " "),
+	}, "\x00")))
+	return filepath.Join(os.TempDir(), fmt.Sprintf("eventbus-program-%d-%x.sock", os.Getppid(), sum[:8]))
+}
+
+// startWarm starts, once, a program process that imports the programPreload modules now, while
+// the engine still loads the stack, derives the secrets key and starts another host to run the
+// program (about a third of a second for a preview), so that the run starts with them loaded.
+// It runs in a process group of its own: the engine stops this host, and its group, right
+// after About. It ends by itself when the engine is gone or after warmIdle unused (e.g. after
+// `pulumi about`, which asks About and runs nothing).
+func (h *host) startWarm(info *pulumirpc.ProgramInfo, python string) {
+	names := preloadNames(info)
+	h.mu.Lock()
+	started := h.warmStarted
+	h.warmStarted = true
+	h.mu.Unlock()
+	if len(names) == 0 || started {
+		return
+	}
+	cmd := exec.Command(python, "-u", "-c", warmProgram, h.warmPath(info, python, names), strconv.Itoa(os.Getppid()),
+		strings.Join(names, " "), programDir(info))
+	cmd.Env = os.Environ()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err == nil {
+		go func() { _ = cmd.Wait() }()
+	}
+}
+
+// runWarm hands the run to the warm program startWarm started for it, and reports its end as
+// Run reports a program's: ok is false when there is none, or it declined before running
+// anything (then the program is started cold).
+func (h *host) runWarm(info *pulumirpc.ProgramInfo, python string, argv []string, set map[string]string) (
+	resp *pulumirpc.RunResponse, ok bool) {
+	names := preloadNames(info)
+	if len(names) == 0 {
+		return nil, false
+	}
+	path := h.warmPath(info, python, names)
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, false
+	}
+	defer conn.Close()
+	if !sameUser(conn) {
+		return nil, false
+	}
+	environ := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, found := strings.Cut(kv, "="); found {
+			environ[k] = v
+		}
+	}
+	cwd, _ := os.Getwd()
+	body, err := json.Marshal(map[string]any{"argv": argv, "set": set, "environ": environ, "cwd": cwd})
+	if err != nil {
+		return nil, false
+	}
+	msg := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	msg = append(msg, body...)
+	n, _, err := conn.WriteMsgUnix(msg, syscall.UnixRights(int(os.Stdout.Fd()), int(os.Stderr.Fd())), nil)
+	if err == nil && n < len(msg) {
+		_, err = conn.Write(msg[n:])
+	}
+	if err != nil {
+		return nil, false
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(warmReplyTimeout))
+	lines := bufio.NewReader(conn)
+	var reply struct {
+		OK   bool   `json:"ok"`
+		Pid  int    `json:"pid"`
+		Why  string `json:"why"`
+		Exit *int   `json:"exit"`
+	}
+	line, err := lines.ReadBytes('\n')
+	if err != nil || json.Unmarshal(line, &reply) != nil || !reply.OK || reply.Pid <= 0 {
+		return nil, false
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	h.mu.Lock()
+	h.warmPids[reply.Pid] = struct{}{}
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.warmPids, reply.Pid)
+		h.mu.Unlock()
+	}()
+	for {
+		line, err := lines.ReadBytes('\n')
+		if err != nil {
+			// Gone without saying how: killed by a signal, as a cold program's exit code -1.
+			return &pulumirpc.RunResponse{Error: "Program exited with non-zero exit code: -1"}, true
+		}
+		reply.Exit = nil
+		if json.Unmarshal(line, &reply) != nil || reply.Exit == nil {
+			continue
+		}
+		switch code := *reply.Exit; code {
+		case 0:
+			return &pulumirpc.RunResponse{}, true
+		case exitBail:
+			return &pulumirpc.RunResponse{Bail: true}, true
+		default:
+			return &pulumirpc.RunResponse{Error: fmt.Sprintf("Program exited with non-zero exit code: %d", code)}, true
+		}
+	}
+}
+
+// sameUser is true when the process at the other end of conn runs as this host's user.
+func sameUser(conn *net.UnixConn) bool {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *syscall.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil || credErr != nil {
+		return false
+	}
+	return int(cred.Uid) == os.Getuid()
 }
 
 func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
 	info := req.GetInfo()
-	args := []string{"-u"}
-	if !asOfficial() {
-		args = append(args, "-c", prelude)
-	}
-	args = append(args, h.execScript)
+	args := []string{h.execScript}
 	opt := func(name, value string) {
 		if value != "" {
 			args = append(args, "--"+name, value)
@@ -290,8 +573,16 @@ func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.Run
 		}
 		go prestartProvider(req.GetMonitorAddress(), token)
 	}
-	cmd := exec.Command(pythonFor(info), args...)
-	cmd.Env = append(os.Environ(), "PULUMI_CONFIG="+string(config), "PULUMI_CONFIG_SECRET_KEYS="+string(secrets))
+	python := pythonFor(info)
+	set := map[string]string{"PULUMI_CONFIG": string(config), "PULUMI_CONFIG_SECRET_KEYS": string(secrets)}
+	if resp, ok := h.runWarm(info, python, args, set); ok {
+		return resp, nil
+	}
+	if !asOfficial() {
+		args = append([]string{"-c", prelude}, args...)
+	}
+	cmd := exec.Command(python, append([]string{"-u"}, args...)...)
+	cmd.Env = append(os.Environ(), "PULUMI_CONFIG="+set["PULUMI_CONFIG"], "PULUMI_CONFIG_SECRET_KEYS="+set["PULUMI_CONFIG_SECRET_KEYS"])
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
@@ -358,7 +649,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pulumi-language-python: PULUMI_LANGUAGE_PYTHON_EXEC is not set (run it through the wrapper scripts/toolchain.sh installs)")
 		os.Exit(1)
 	}
-	h := &host{engineAddress: engineAddress, execScript: execScript, children: map[*exec.Cmd]struct{}{}}
+	h := &host{engineAddress: engineAddress, execScript: execScript, children: map[*exec.Cmd]struct{}{},
+		warmPids: map[int]struct{}{}}
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pulumi-language-python:", err)
