@@ -6,6 +6,9 @@ A/B interleaved run by run so that machine noise falls on all of them alike:
 * `project`: benchmarks/scale_program, this project's Stream and Consumer providers;
 * `floor`:   benchmarks/floor_program, the same number of no-op dynamic resources
   in a minimal Python program (no NATS, no project code): the engine's floor;
+* `cold`:    with --cold-floor, the floor program without Pulumi.yaml's programPreload: the
+  program starts when the engine asks for it, as with Pulumi's own language host (the
+  provider still starts with the program);
 * `imports`: with --import-floor, benchmarks/import_floor_program: the floor
   program after importing this project's modules, unused, in the program and the
   provider (what loading pydantic and the specs costs, apart from using them);
@@ -81,7 +84,8 @@ resource "jetstream_consumer" "c" {
 """
 
 
-PROGRAMS = {"project": "scale_program", "floor": "floor_program", "imports": "import_floor_program"}
+PROGRAMS = {"project": "scale_program", "floor": "floor_program", "cold": "floor_program",
+            "imports": "import_floor_program"}
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -100,6 +104,10 @@ def run_pulumi(kind: str, count: int, workdir: Path) -> dict[str, float]:
         if server:
             config["natsUrl"] = server.url
         project = PulumiProject(workdir, stack="bench", namespace=namespace, program=program, config=config)
+        if kind == "cold":
+            spec = project.dir / "Pulumi.yaml"
+            spec.write_text("".join(line for line in spec.read_text().splitlines(keepends=True)
+                                    if "programPreload:" not in line))
         if kind == "imports":
             shutil.copy(ROOT / "benchmarks" / "floor_program" / "__main__.py", project.dir / "floor_main.py")
         return {
@@ -137,19 +145,28 @@ def run_tofu(tofu: Path, provider: Path, count: int, workdir: Path) -> dict[str,
         server.stop()
 
 
-def seed_preview(runs: int) -> list[float]:
-    """The real program's unchanged `pulumi preview` on the seeds' phase-0 topology."""
-    times = []
+def seed_preview(runs: int, cold: bool = False) -> tuple[list[float], list[float]]:
+    """The real program's unchanged `pulumi preview` on the seeds' phase-0 topology; with `cold`,
+    also without Pulumi.yaml's programPreload, A/B interleaved (the second list, else empty)."""
+    times: list[float] = []
+    cold_times: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         server = NatsServer(Path(tmp), name="seed").start()
         try:
             project = PulumiProject(Path(tmp), stack="bench", config={"phase": 0, "natsUrl": server.url, "replicas": 1})
             project.up()
+            spec = project.dir / "Pulumi.yaml"
+            warm_yaml = spec.read_text()
+            cold_yaml = "".join(line for line in warm_yaml.splitlines(keepends=True) if "programPreload:" not in line)
             for _ in range(runs):
+                spec.write_text(warm_yaml)
                 times.append(timed(lambda: project.preview("--expect-no-changes")))
+                if cold:
+                    spec.write_text(cold_yaml)
+                    cold_times.append(timed(lambda: project.preview("--expect-no-changes")))
         finally:
             server.stop()
-    return times
+    return times, cold_times
 
 
 def main() -> int:
@@ -160,11 +177,14 @@ def main() -> int:
     parser.add_argument("--tf-provider", default=os.environ.get("TF_PROVIDER_JETSTREAM"))
     parser.add_argument("--import-floor", action="store_true",
                         help="also time the floor program after importing this project's modules (unused)")
+    parser.add_argument("--cold-floor", action="store_true",
+                        help="also time the floor program started cold (without programPreload)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS-peer-compare.md"))
     args = parser.parse_args()
     tofu = Path(args.tofu) if args.tofu and Path(args.tofu).exists() else None
     provider = Path(args.tf_provider) if args.tf_provider and Path(args.tf_provider).exists() else None
-    tools = ["project", "floor"] + (["imports"] if args.import_floor else []) + (["tofu"] if tofu and provider else [])
+    tools = (["project", "floor"] + (["cold"] if args.cold_floor else []) + (["imports"] if args.import_floor else [])
+             + (["tofu"] if tofu and provider else []))
     if "tofu" not in tools:
         print("tofu or terraform-provider-jetstream not given: measuring this project and the floor only", flush=True)
 
@@ -185,8 +205,9 @@ def main() -> int:
                     results.setdefault((size, tool, op), []).append(seconds)
                 print(f"{size:5d} resources, run {run + 1}, {tool:7s}: "
                       + ", ".join(f"{op} {s:.2f}s" for op, s in row.items()), flush=True)
-    seed = seed_preview(max(args.runs, 5))
-    print(f"seed topology unchanged preview: median {statistics.median(seed):.2f}s", flush=True)
+    seed, seed_cold = seed_preview(max(args.runs, 5), cold=args.cold_floor)
+    print(f"seed topology unchanged preview: median {statistics.median(seed):.2f}s"
+          + (f" (cold: {statistics.median(seed_cold):.2f}s)" if seed_cold else ""), flush=True)
 
     def med(size: int, tool: str, op: str) -> float | None:
         values = results.get((size, tool, op))
@@ -199,7 +220,7 @@ def main() -> int:
         "# Plan and apply beside OpenTofu + terraform-provider-jetstream",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/peer_compare.py --sizes {args.sizes} "
-        f"--runs {args.runs}{' --import-floor' if args.import_floor else ''} --tofu ... --tf-provider ...` on {os.cpu_count()} cores, "
+        f"--runs {args.runs}{' --cold-floor' if args.cold_floor else ''}{' --import-floor' if args.import_floor else ''} --tofu ... --tf-provider ...` on {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}, nats-server 2.15.1 on loopback for each tool, "
         "local state (Pulumi: file backend; tofu: local terraform.tfstate). Seconds, median of the runs, A/B "
         "interleaved. `floor` is the same resources as no-op dynamic resources in a minimal Python program; "
@@ -208,21 +229,26 @@ def main() -> int:
            "and the provider." if args.import_floor else ""),
         "",
         "| resources | operation | this project | Pulumi floor | overhead on floor | "
-        + ("floor + imports | " if args.import_floor else "") + "tofu | project / tofu |",
-        "|---:|---|---:|---:|---:|" + ("---:|" if args.import_floor else "") + "---:|---:|",
+        + ("cold floor | " if args.cold_floor else "") + ("floor + imports | " if args.import_floor else "")
+        + "tofu | project / tofu |",
+        "|---:|---|---:|---:|---:|" + ("---:|" if args.cold_floor else "") + ("---:|" if args.import_floor else "")
+        + "---:|---:|",
     ]
     for size in sizes:
         for op in OPERATIONS:
             ours, floor, theirs = med(size, "project", op), med(size, "floor", op), med(size, "tofu", op)
             overhead = f"{100 * (ours - floor) / floor:.0f}%" if ours and floor else "—"
             ratio = f"{ours / theirs:.2f}×" if ours and theirs else "—"
+            cold = f" {fmt(med(size, 'cold', op))} |" if args.cold_floor else ""
             imports = f" {fmt(med(size, 'imports', op))} |" if args.import_floor else ""
-            lines.append(f"| {size} | {LABELS[op]} | {fmt(ours)} | {fmt(floor)} | {overhead} |{imports} "
+            lines.append(f"| {size} | {LABELS[op]} | {fmt(ours)} | {fmt(floor)} | {overhead} |{cold}{imports} "
                          f"{fmt(theirs)} | {ratio} |")
     lines += [
         "",
         f"Seed topology (the real program, phase 0, 7 resources): unchanged `pulumi preview` median "
-        f"{statistics.median(seed):.2f}s over {len(seed)} runs (min {min(seed):.2f}s, max {max(seed):.2f}s).",
+        f"{statistics.median(seed):.2f}s over {len(seed)} runs (min {min(seed):.2f}s, max {max(seed):.2f}s)."
+        + (f" Without programPreload (cold), interleaved: median {statistics.median(seed_cold):.2f}s "
+           f"(min {min(seed_cold):.2f}s, max {max(seed_cold):.2f}s)." if seed_cold else ""),
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
