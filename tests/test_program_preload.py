@@ -86,6 +86,13 @@ def test_a_preview_runs_warm_and_the_run_after_it_in_the_same_command_cold(prelo
     assert gone(preload, 10)
 
 
+def test_eventbus_warm_0_starts_every_program_cold(preload: PulumiProject) -> None:
+    preload.env["EVENTBUS_WARM"] = "0"
+    preload.up()
+    assert preload.outputs()["preloaded"] is False
+    assert preload.outputs()["configAtImport"] is True
+
+
 def test_a_failing_warm_program_fails_the_preview_with_its_own_error(preload: PulumiProject) -> None:
     preload.set("fail", True)
     done = preload.preview(check=False)

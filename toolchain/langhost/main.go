@@ -232,6 +232,12 @@ sys.argv = _request["argv"]
 
 func asOfficial() bool { return os.Getenv(asOfficialEnv) == "1" }
 
+// noWarmEnv, set to 0, turns the warm program off (startWarm): every program then starts cold,
+// e.g. to compare.
+const noWarmEnv = "EVENTBUS_WARM"
+
+func warmOff() bool { return asOfficial() || os.Getenv(noWarmEnv) == "0" }
+
 // preloadOption is the Pulumi.yaml runtime option naming the modules the dynamic provider
 // imports as it starts (the engine passes it to the provider as PULUMI_RUNTIME_PROVIDERPRELOAD,
 // which the provider shim scripts/toolchain.sh installs reads). When it is set, this host also
@@ -369,10 +375,10 @@ func (h *host) signalChildren(sig os.Signal) {
 	}
 }
 
-// preloadNames is the programPreload option's module names, or nil when the option is unset or
-// this host stands in for the official one.
+// preloadNames is the programPreload option's module names, or nil when the option is unset, warm
+// programs are off (EVENTBUS_WARM=0), or this host stands in for the official one.
 func preloadNames(info *pulumirpc.ProgramInfo) []string {
-	if asOfficial() || info == nil {
+	if warmOff() || info == nil {
 		return nil
 	}
 	return strings.Fields(strings.ReplaceAll(info.GetOptions().GetFields()[programPreloadOption].GetStringValue(), ",", " "))
