@@ -440,14 +440,14 @@ func (h *host) runWarm(info *pulumirpc.ProgramInfo, python string, argv []string
 		return nil, false
 	}
 	path := h.warmPath(info, python, names)
+	if !ownSocket(path) {
+		return nil, false
+	}
 	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, false
 	}
 	defer conn.Close()
-	if !sameUser(conn) {
-		return nil, false
-	}
 	environ := map[string]string{}
 	for _, kv := range os.Environ() {
 		if k, v, found := strings.Cut(kv, "="); found {
@@ -510,20 +510,15 @@ func (h *host) runWarm(info *pulumirpc.ProgramInfo, python string, argv []string
 	}
 }
 
-// sameUser is true when the process at the other end of conn runs as this host's user.
-func sameUser(conn *net.UnixConn) bool {
-	raw, err := conn.SyscallConn()
-	if err != nil {
+// ownSocket is true when the socket file at path belongs to this host's user: only that user (or
+// root) can have made it, or replace it in a sticky temporary directory.
+func ownSocket(path string) bool {
+	info, err := os.Lstat(path)
+	if err != nil || info.Mode()&os.ModeSocket == 0 {
 		return false
 	}
-	var cred *syscall.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil || credErr != nil {
-		return false
-	}
-	return int(cred.Uid) == os.Getuid()
+	st, ok := info.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Getuid()
 }
 
 func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
