@@ -76,8 +76,9 @@ build_pulumi() {
 # Plugins the program needs beside an installed CLI: the Python language host and the
 # dynamic-provider shim (every resource here is a dynamic provider).
 # The language host, built once per pinned version and per version of its source.
-langhost_src="$here/toolchain/langhost/main.go"
-langhost_dir="$pulumi_dir/langhost-$(sha256sum "$langhost_src" | cut -c1-12)"
+# Its sources: main.go, and program.py, which main.go embeds (how it runs a program).
+langhost_srcs=("$here/toolchain/langhost/main.go" "$here/toolchain/langhost/program.py")
+langhost_dir="$pulumi_dir/langhost-$(cat "${langhost_srcs[@]}" | sha256sum | cut -c1-12)"
 
 build_langhost() {
   local work="$langhost_dir.build"
@@ -85,7 +86,7 @@ build_langhost() {
   echo "toolchain: building the Python language host (toolchain/langhost) from Go modules" >&2
   (
     cd "$work"
-    cp "$langhost_src" .
+    cp "${langhost_srcs[@]}" .
     go mod init local/langhost >/dev/null 2>&1
     go mod edit -require="github.com/pulumi/pulumi/sdk/v3@v$pulumi_v"
     go build -trimpath -ldflags "-s -w -X main.version=$pulumi_v" -o pulumi-language-python .

@@ -19,6 +19,8 @@
 package main
 
 import (
+	_ "embed"
+
 	"bufio"
 	"context"
 	"crypto/sha256"
@@ -63,172 +65,15 @@ const warmIdle = 60 * time.Second
 const warmReplyTimeout = 2 * time.Minute
 
 // asOfficialEnv, set to 1 (tests only), makes this host stand in for the official one: it
-// does not watch its engine, and it runs the exec script as is, without the prelude.
+// does not watch its engine, and it runs the exec script as is, without programScript.
 const asOfficialEnv = "EVENTBUS_HOST_AS_OFFICIAL"
 
-// programBody runs the SDK's exec script, whose path and arguments are in sys.argv, and leaves.
-// An engine cancel (SIGINT) ends the program quietly instead of with a KeyboardInterrupt traceback.
+// programScript is how this host runs a program, cold or warm (program.py, which says how):
+// `python -u -c programScript --cold EXEC_SCRIPT ARGS...`, or `... --warm SOCKET ENGINE_PID
+// MODULES PROGRAM_DIR` (startWarm). Its constants mirror exitBail, pollInterval and warmIdle.
 //
-// The SDK sends each debug-level log (four per resource: "registering resource", ...) as a
-// blocking RPC from the program's one event-loop thread, about a millisecond each, shown only
-// with --debug: the body sends those without waiting, and waits for them all at the end.
-// Other severities, and logs tied to a resource, go through the SDK's own path unchanged.
-//
-// When the exec script is done (it ends with sys.exit, after waiting for every RPC and
-// closing its event loop), the body flushes and leaves with os._exit: the interpreter's
-// own teardown (module finalisation, the gRPC runtime's shutdown) adds 0.1-0.2 s to every
-// command and does nothing the engine needs.
-var programBody = fmt.Sprintf(`
-signal.signal(signal.SIGINT, lambda *_: os._exit(%d))
-import pulumi.log as _plog
-from pulumi.runtime.proto import engine_pb2 as _epb
-_sync_log, _sent = _plog._log, []
-def _log(engine, severity, message, resource, stream_id, ephemeral):
-    if severity != _epb.DEBUG or resource is not None or not hasattr(engine.Log, "future"):
-        return _sync_log(engine, severity, message, resource, stream_id, ephemeral)
-    if len(_sent) >= 512:
-        _sent[:] = [f for f in _sent if not f.done()]
-    _sent.append(engine.Log.future(_epb.LogRequest(
-        severity=severity, message=message, urn="", streamId=stream_id or 0, ephemeral=ephemeral)))
-_plog._log = _log
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-    _code = 0
-except SystemExit as _exit:
-    _code = _exit.code if isinstance(_exit.code, int) else int(_exit.code is not None)
-    if isinstance(_exit.code, str):
-        print(_exit.code, file=sys.stderr)
-for _f in _sent:
-    try:
-        _f.result(timeout=%g)
-    except Exception:
-        pass
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(_code)
-`, exitBail, logFlushTimeout.Seconds())
-
-// prelude wraps the SDK's exec script for a program this host starts itself: programBody, after
-// a watch that ends the program when the host that started it is gone (e.g. after the engine
-// was SIGKILLed).
-var prelude = fmt.Sprintf(`
-import os, runpy, signal, sys, threading
-_parent = os.getppid()
-def _watch():
-    while not threading.Event().wait(%g):
-        if os.getppid() != _parent:
-            os._exit(1)
-threading.Thread(target=_watch, daemon=True).start()
-sys.argv = sys.argv[1:]
-`, pollInterval.Seconds()) + programBody
-
-// warmProgram is a program process started before the engine asks for the program: see
-// startWarm. Arguments: its socket's path, the engine's pid, the modules to import (one
-// space-separated argument) and the program's directory.
-//
-// It listens on the socket, imports the modules, then waits for the host that runs the program
-// (at most warmIdle, and only while the engine lives). That host sends one request: a 4-byte
-// big-endian length and JSON {argv, set, environ, cwd}, with its standard output and error as
-// SCM_RIGHTS descriptors. The process answers one JSON line, {"ok": true, "pid": ...}, or
-// {"ok": false, "why": ...} when its environment is not the host's (the host then starts the
-// program cold). It then becomes that program: the descriptors become its standard output and
-// error, `set` (the stack config) joins its environment, and programBody runs the exec script
-// with `argv`. Every exit, os._exit included (the program's own lifeline, a cancel), first
-// sends {"exit": code} to the host, and the program ends when the host's end of the socket
-// closes, as a cold program ends when its host is gone.
-var warmProgram = fmt.Sprintf(`
-import os, sys
-_environ = dict(os.environ)
-import json, socket, struct, threading, time
-_path, _engine, _names, _program_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4]
-_raw_exit = os._exit
-def _drop():
-    try:
-        os.unlink(_path)
-    except OSError:
-        pass
-_drop()
-_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-_server.bind(_path)
-os.chmod(_path, 0o600)
-_server.listen(1)
-_taken = threading.Event()
-def _engine_alive():
-    try:
-        os.kill(_engine, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        pass
-    return True
-def _idle():
-    deadline = time.monotonic() + %g
-    while not _taken.wait(0.1):
-        if not _engine_alive() or time.monotonic() > deadline:
-            _drop()
-            _raw_exit(0)
-threading.Thread(target=_idle, daemon=True).start()
-import importlib
-sys.path.insert(0, _program_dir)  # as runpy.run_path puts it for the program: the same modules
-for _name in _names:
-    try:
-        importlib.import_module(_name)
-    except BaseException:
-        pass  # the program reports it when it imports the module itself
-if sys.path and sys.path[0] == _program_dir:
-    del sys.path[0]
-_conn, _ = _server.accept()
-_taken.set()
-_drop()
-_server.close()
-_data, _fds, _, _ = socket.recv_fds(_conn, 1 << 16, 2)
-if len(_data) < 4 or len(_fds) != 2:
-    _raw_exit(1)
-_need = struct.unpack(">I", _data[:4])[0]
-_data = _data[4:]
-while len(_data) < _need:
-    _chunk = _conn.recv(1 << 16)
-    if not _chunk:
-        _raw_exit(1)
-    _data += _chunk
-_request = json.loads(_data)
-_theirs = dict(_request["environ"])
-_differ = sorted(k for k in set(_theirs) | set(_environ) if _theirs.get(k) != _environ.get(k))
-if _differ or os.path.realpath(_request["cwd"]) != os.path.realpath(os.getcwd()):
-    _why = "environment differs: " + ", ".join(_differ[:5]) if _differ else "working directory differs"
-    _conn.sendall((json.dumps({"ok": False, "why": _why}) + "\n").encode())
-    _raw_exit(0)
-os.dup2(_fds[0], 1)
-os.dup2(_fds[1], 2)
-for _fd in _fds:
-    os.close(_fd)
-os.environ.update(_request["set"])
-_conn.sendall((json.dumps({"ok": True, "pid": os.getpid()}) + "\n").encode())
-_report = threading.Lock()
-def _exit_reporting(code):
-    for _stream in (sys.stdout, sys.stderr):
-        try:
-            _stream.flush()
-        except Exception:
-            pass
-    if _report.acquire(blocking=False):
-        try:
-            _conn.sendall((json.dumps({"exit": int(code)}) + "\n").encode())
-        except Exception:
-            pass
-    _raw_exit(code)
-os._exit = _exit_reporting
-def _watch():
-    try:
-        while _conn.recv(1 << 10):
-            pass
-    except OSError:
-        pass
-    _raw_exit(1)
-threading.Thread(target=_watch, daemon=True).start()
-import runpy, signal
-sys.argv = _request["argv"]
-`, warmIdle.Seconds()) + programBody
+//go:embed program.py
+var programScript string
 
 func asOfficial() bool { return os.Getenv(asOfficialEnv) == "1" }
 
@@ -421,8 +266,8 @@ func (h *host) startWarm(info *pulumirpc.ProgramInfo, python string) {
 	if len(names) == 0 || started {
 		return
 	}
-	cmd := exec.Command(python, "-u", "-c", warmProgram, h.warmPath(info, python, names), strconv.Itoa(os.Getppid()),
-		strings.Join(names, " "), programDir(info))
+	cmd := exec.Command(python, "-u", "-c", programScript, "--warm", h.warmPath(info, python, names),
+		strconv.Itoa(os.Getppid()), strings.Join(names, " "), programDir(info))
 	cmd.Env = os.Environ()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err == nil {
@@ -580,7 +425,7 @@ func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.Run
 		return resp, nil
 	}
 	if !asOfficial() {
-		args = append([]string{"-c", prelude}, args...)
+		args = append([]string{"-c", programScript, "--cold"}, args...)
 	}
 	cmd := exec.Command(python, append([]string{"-u"}, args...)...)
 	cmd.Env = append(os.Environ(), "PULUMI_CONFIG="+set["PULUMI_CONFIG"], "PULUMI_CONFIG_SECRET_KEYS="+set["PULUMI_CONFIG_SECRET_KEYS"])
