@@ -51,14 +51,8 @@ var version = "3.0.0"
 // exitBail is the exec script's exit code for "the error has already been shown".
 const exitBail = 32
 
-// logFlushTimeout bounds the wait, at the program's end, for each debug log still in flight.
-const logFlushTimeout = 10 * time.Second
-
 // pollInterval is how often the host and the program check that their parent is still alive.
 const pollInterval = 500 * time.Millisecond
-
-// warmIdle bounds how long a warm program process (startWarm) waits for the host that runs it.
-const warmIdle = 60 * time.Second
 
 // warmReplyTimeout bounds the wait for a warm program's answer (it answers once its imports are
 // done); past it, the program is started cold.
@@ -70,7 +64,7 @@ const asOfficialEnv = "EVENTBUS_HOST_AS_OFFICIAL"
 
 // programScript is how this host runs a program, cold or warm (program.py, which says how):
 // `python -u -c programScript --cold EXEC_SCRIPT ARGS...`, or `... --warm SOCKET ENGINE_PID
-// MODULES PROGRAM_DIR` (startWarm). Its constants mirror exitBail, pollInterval and warmIdle.
+// MODULES PROGRAM_DIR` (startWarm). Its EXIT_BAIL and POLL_INTERVAL are exitBail and pollInterval.
 //
 //go:embed program.py
 var programScript string
@@ -255,8 +249,8 @@ func (h *host) warmPath(info *pulumirpc.ProgramInfo, python string, names []stri
 // the engine still loads the stack, derives the secrets key and starts another host to run the
 // program (about a third of a second for a preview), so that the run starts with them loaded.
 // It runs in a process group of its own: the engine stops this host, and its group, right
-// after About. It ends by itself when the engine is gone or after warmIdle unused (e.g. after
-// `pulumi about`, which asks About and runs nothing).
+// after About. It ends by itself when the engine is gone, or after program.py's WARM_IDLE
+// unused (e.g. after `pulumi about`, which asks About and runs nothing).
 func (h *host) startWarm(info *pulumirpc.ProgramInfo, python string) {
 	names := preloadNames(info)
 	h.mu.Lock()

@@ -46,7 +46,7 @@ EXIT_BAIL = 32
 POLL_INTERVAL = 0.5
 #: How long, at the end, each debug log still in flight is waited for.
 LOG_FLUSH_TIMEOUT = 10.0
-#: How long a warm program waits for the host that runs it (main.go's warmIdle).
+#: How long a warm program waits for the host that runs it.
 WARM_IDLE = 60.0
 
 
