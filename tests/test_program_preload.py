@@ -82,14 +82,21 @@ def test_up_runs_the_program_in_the_process_that_imported_its_preload_before_the
     assert gone(preload, 10), "a process of the deploy outlived it"
 
 
-def test_a_preview_runs_warm_and_the_run_after_it_in_the_same_command_cold(preload: PulumiProject) -> None:
-    # `pulumi up` with its preview runs the program twice, and asks About once: the preview
-    # gets the warm process, the update starts the program as before.
+def test_pulumi_up_runs_its_preview_and_then_its_update_warm(preload: PulumiProject) -> None:
+    # `pulumi up` with its preview runs the program twice and asks About once: the preview gets
+    # the warm process About started, and the host that ran the preview starts one for the update.
     done = preload.run("up", "--yes", "--stack", preload.stack)
-    assert done.stdout.count("program-preload: preloaded=True") >= 1
-    assert preload.outputs()["preloaded"] is False
-    assert preload.outputs()["configAtImport"] is True
+    assert done.stdout.count("program-preload: preloaded=True") >= 2, done.stdout
+    assert "preloaded=False" not in done.stdout
+    assert preload.outputs()["preloaded"] is True
+    assert preload.outputs()["configAtImport"] is False
     assert gone(preload, 10)
+
+
+def test_a_preview_alone_leaves_no_warm_program_behind(preload: PulumiProject) -> None:
+    done = preload.preview()
+    assert "program-preload: preloaded=True" in done.stdout
+    assert gone(preload, 5), "a warm program outlived the preview"
 
 
 def test_eventbus_warm_0_starts_every_program_cold(preload: PulumiProject) -> None:
@@ -155,13 +162,14 @@ class Warm:
 
     def __init__(self, tmp: Path, engine: int, env: dict[str, str]) -> None:
         self.path = tmp / "warm.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # as the host listens, then hands it over
+        listener.bind(str(self.path))
+        listener.listen(1)
         self.proc = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "python"), "-u", "-c", PROGRAM_PY.read_text(), "--warm", str(self.path),
-             str(engine), "json", str(tmp)], cwd=tmp, env=env, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while not self.path.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.path.exists(), "the warm program did not listen"
+             str(listener.fileno()), str(engine), "json", str(tmp)],
+            cwd=tmp, env=env, start_new_session=True, pass_fds=(listener.fileno(),))
+        listener.close()
 
     def hand_over(self, env: dict[str, str], argv: list[str], cwd: Path,
                   config: str = '{"p:k": "v"}') -> tuple[dict, socket.socket, BinaryIO, int, int]:

@@ -63,7 +63,7 @@ const warmReplyTimeout = 2 * time.Minute
 const asOfficialEnv = "EVENTBUS_HOST_AS_OFFICIAL"
 
 // programScript is how this host runs a program, cold or warm (program.py, which says how):
-// `python -u -c programScript --cold EXEC_SCRIPT ARGS...`, or `... --warm SOCKET ENGINE_PID
+// `python -u -c programScript --cold EXEC_SCRIPT ARGS...`, or `... --warm SOCKET FD ENGINE_PID
 // MODULES PROGRAM_DIR` (startWarm). Its EXIT_BAIL and POLL_INTERVAL are exitBail and pollInterval.
 //
 //go:embed program.py
@@ -260,13 +260,32 @@ func (h *host) startWarm(info *pulumirpc.ProgramInfo, python string) {
 	if len(names) == 0 || started {
 		return
 	}
-	cmd := exec.Command(python, "-u", "-c", programScript, "--warm", h.warmPath(info, python, names),
-		strconv.Itoa(os.Getppid()), strings.Join(names, " "), programDir(info))
+	// The socket is there before this returns, so that a host that runs the program right after
+	// (the update after a preview) finds it and waits for the imports, instead of starting cold.
+	path := h.warmPath(info, python, names)
+	_ = os.Remove(path)
+	listener, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return
+	}
+	listener.SetUnlinkOnClose(false) // the warm program removes it, once it has accepted
+	defer listener.Close()
+	socket, err := listener.File()
+	if err != nil || os.Chmod(path, 0o600) != nil {
+		_ = os.Remove(path)
+		return
+	}
+	defer socket.Close()
+	cmd := exec.Command(python, "-u", "-c", programScript, "--warm", path, "3", strconv.Itoa(os.Getppid()),
+		strings.Join(names, " "), programDir(info))
+	cmd.ExtraFiles = []*os.File{socket} // descriptor 3
 	cmd.Env = os.Environ()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err == nil {
-		go func() { _ = cmd.Wait() }()
+	if err := cmd.Start(); err != nil {
+		_ = os.Remove(path)
+		return
 	}
+	go func() { _ = cmd.Wait() }()
 }
 
 // runWarm hands the run to the warm program startWarm started for it, and reports its end as
@@ -360,7 +379,36 @@ func ownSocket(path string) bool {
 	return ok && int(st.Uid) == os.Getuid()
 }
 
-func (h *host) Run(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
+// Run runs the program, and after a preview that an update follows (`pulumi up`), starts the
+// warm program that update's host will hand its run to (startWarm): the About that started the
+// preview's was asked once for the command. The host that ran the preview is the last one to
+// know the program is about to run again; an operator confirming the update gives the warm
+// program all the time it needs.
+func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
+	resp, err := h.runProgram(ctx, req)
+	if err == nil && req.GetDryRun() && resp.GetError() == "" && !resp.GetBail() && engineRunsUp() {
+		h.startWarm(req.GetInfo(), pythonFor(req.GetInfo()))
+	}
+	return resp, err
+}
+
+// engineRunsUp is true when the engine that started this host runs `pulumi up`: its command line
+// names the command, `up` or its alias `update`. A stack or directory of that name starts a warm
+// program for nothing, which ends with the engine.
+func engineRunsUp() bool {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", os.Getppid()))
+	if err != nil {
+		return false
+	}
+	for _, arg := range strings.Split(string(cmdline), "\x00") {
+		if arg == "up" || arg == "update" {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *host) runProgram(_ context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
 	info := req.GetInfo()
 	args := []string{h.execScript}
 	opt := func(name, value string) {

@@ -6,8 +6,9 @@
         the program exits when the host that started it is gone (e.g. after the engine was
         SIGKILLed).
 
-    python -u -c PROGRAM --warm SOCKET ENGINE_PID "MODULES" PROGRAM_DIR
-        A warm program (the host's startWarm): listen on SOCKET, import MODULES (Pulumi.yaml's
+    python -u -c PROGRAM --warm SOCKET FD ENGINE_PID "MODULES" PROGRAM_DIR
+        A warm program (the host's startWarm): accept on the socket the host already listens on
+        at path SOCKET and handed over as descriptor FD, import MODULES (Pulumi.yaml's
         programPreload, space-separated) as the program would (PROGRAM_DIR first on sys.path),
         then wait for the host that runs the program, at most WARM_IDLE and only while the
         engine lives. That host sends one request: a 4-byte big-endian length and JSON
@@ -98,7 +99,7 @@ def _cold(argv):
     _run(argv)
 
 
-def _warm(path, engine, names, program_dir):
+def _warm(path, fd, engine, names, program_dir):
     environ = dict(os.environ)
     import importlib
     import json
@@ -117,11 +118,8 @@ def _warm(path, engine, names, program_dir):
     def send(conn, message):
         conn.sendall((json.dumps(message) + "\n").encode())
 
-    drop()
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    os.chmod(path, 0o600)
-    server.listen(1)
+    server = socket.socket(fileno=fd)
+    server.setblocking(True)
     taken = threading.Event()
 
     def engine_alive():
@@ -211,7 +209,7 @@ def _main():
     if mode == "--cold":
         _cold(args)
     elif mode == "--warm":
-        _warm(args[0], int(args[1]), args[2].split(), args[3])
+        _warm(args[0], int(args[1]), int(args[2]), args[3].split(), args[4])
     else:
         sys.exit(f"toolchain/langhost program.py: unknown mode {mode!r}")
 
