@@ -36,6 +36,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def marked_processes(marker: str) -> list[int]:
+    """Pids of every process whose environment has EVENTBUS_TEST_MARKER=`marker` (a test sets it
+    for the `pulumi` it starts, and every plugin and program of that command inherits it)."""
+    found = []
+    needle = f"EVENTBUS_TEST_MARKER={marker}".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if needle in fh.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 class NatsServer:
     def __init__(self, workdir: Path, *, port: int | None = None, extra: list[str] | None = None,
                  name: str = "test") -> None:

@@ -26,7 +26,7 @@ import pytest
 from components.jetstream.client import ConnectionSettings, JetStream
 from components.migration.verify import passed, verify_phase
 from components.spec.stack import parse_stack_config
-from tests.harness import NatsServer, PulumiProject
+from tests.harness import NatsServer, PulumiProject, marked_processes
 from tests.proxy import CUT_BEFORE, FORWARD, ApiProxy
 from tests.traffic import Publisher, wait_until
 
@@ -134,17 +134,7 @@ class Deploy:
 
     def processes(self) -> list[int]:
         """Pids of every process of this stack's deploys (they carry the marker in their environment)."""
-        found = []
-        needle = f"EVENTBUS_TEST_MARKER={self.marker}".encode()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/environ", "rb") as fh:
-                        if needle in fh.read().split(b"\0"):
-                            found.append(int(entry))
-                except OSError:
-                    continue
-        return found
+        return marked_processes(self.marker)
 
     def up_in_background(self, *extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import pytest
 import yaml
 
-from tests.harness import ROOT, PulumiProject
+from tests.harness import ROOT, PulumiProject, marked_processes
 
 PROGRAM = ROOT / "tests" / "fixtures" / "programs" / "program_preload"
 
@@ -43,25 +43,11 @@ def preload(tmp_path: Path) -> PulumiProject:
     return project
 
 
-def marked(project: PulumiProject) -> list[int]:
-    """Pids of every process whose environment carries this test's marker."""
-    needle = f"EVENTBUS_TEST_MARKER={project.env['EVENTBUS_TEST_MARKER']}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as fh:
-                    if needle in fh.read().split(b"\0"):
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
 def gone(project: PulumiProject, within: float) -> bool:
+    """True once no process of this test's commands is left, within `within` seconds."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not marked(project):
+        if not marked_processes(project.env["EVENTBUS_TEST_MARKER"]):
             return True
         time.sleep(0.1)
     return False
