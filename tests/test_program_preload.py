@@ -248,11 +248,14 @@ def test_a_warm_program_ends_when_the_host_running_it_is_gone(tmp_path: Path, wa
     try:
         reply, conn, reader, out_r, err_r = warm.hand_over(warm_env, [str(script), "--sleep"], tmp_path)
         assert reply["ok"] is True
-        assert os.read(out_r, 1 << 16).startswith(b"argv ['--sleep']")  # running, for 30 s
+        out = os.fdopen(out_r, "rb")
+        # Running, for 30 s (a line: unbuffered, print writes it in pieces).
+        assert out.readline().startswith(b"argv ['--sleep']")
         reader.close()
         conn.close()  # the host's end, as when the host is gone
         assert warm.proc.wait(5) == 1
-        read_all(out_r)
+        out.read()
+        out.close()
         read_all(err_r)
     finally:
         warm.stop()
