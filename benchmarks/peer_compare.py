@@ -94,6 +94,11 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def without_program_preload(pulumi_yaml: str) -> str:
+    """Pulumi.yaml's text without its programPreload option: the program then starts cold."""
+    return "".join(line for line in pulumi_yaml.splitlines(keepends=True) if "programPreload:" not in line)
+
+
 def run_pulumi(kind: str, count: int, workdir: Path) -> dict[str, float]:
     """One create / unchanged / refresh round of a Pulumi program (`project`, `floor` or `imports`)."""
     server = NatsServer(workdir, name=f"{kind}{count}").start() if kind == "project" else None
@@ -106,8 +111,7 @@ def run_pulumi(kind: str, count: int, workdir: Path) -> dict[str, float]:
         project = PulumiProject(workdir, stack="bench", namespace=namespace, program=program, config=config)
         if kind == "cold":
             spec = project.dir / "Pulumi.yaml"
-            spec.write_text("".join(line for line in spec.read_text().splitlines(keepends=True)
-                                    if "programPreload:" not in line))
+            spec.write_text(without_program_preload(spec.read_text()))
         if kind == "imports":
             shutil.copy(ROOT / "benchmarks" / "floor_program" / "__main__.py", project.dir / "floor_main.py")
         return {
@@ -157,7 +161,7 @@ def seed_preview(runs: int, cold: bool = False) -> tuple[list[float], list[float
             project.up()
             spec = project.dir / "Pulumi.yaml"
             warm_yaml = spec.read_text()
-            cold_yaml = "".join(line for line in warm_yaml.splitlines(keepends=True) if "programPreload:" not in line)
+            cold_yaml = without_program_preload(warm_yaml)
             for _ in range(runs):
                 spec.write_text(warm_yaml)
                 times.append(timed(lambda: project.preview("--expect-no-changes")))

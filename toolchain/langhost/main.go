@@ -328,11 +328,10 @@ func (h *host) runWarm(info *pulumirpc.ProgramInfo, python string, argv []string
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(warmReplyTimeout))
 	lines := bufio.NewReader(conn)
-	var reply struct {
-		OK   bool   `json:"ok"`
-		Pid  int    `json:"pid"`
-		Why  string `json:"why"`
-		Exit *int   `json:"exit"`
+	var reply struct { // program.py's answer, then its exit ({"why": ...} of a refusal is for people)
+		OK   bool `json:"ok"`
+		Pid  int  `json:"pid"`
+		Exit *int `json:"exit"`
 	}
 	line, err := lines.ReadBytes('\n')
 	if err != nil || json.Unmarshal(line, &reply) != nil || !reply.OK || reply.Pid <= 0 {
@@ -350,20 +349,11 @@ func (h *host) runWarm(info *pulumirpc.ProgramInfo, python string, argv []string
 	for {
 		line, err := lines.ReadBytes('\n')
 		if err != nil {
-			// Gone without saying how: killed by a signal, as a cold program's exit code -1.
-			return &pulumirpc.RunResponse{Error: "Program exited with non-zero exit code: -1"}, true
+			return exited(-1), true // gone without saying how: killed by a signal, as a cold program's -1
 		}
 		reply.Exit = nil
-		if json.Unmarshal(line, &reply) != nil || reply.Exit == nil {
-			continue
-		}
-		switch code := *reply.Exit; code {
-		case 0:
-			return &pulumirpc.RunResponse{}, true
-		case exitBail:
-			return &pulumirpc.RunResponse{Bail: true}, true
-		default:
-			return &pulumirpc.RunResponse{Error: fmt.Sprintf("Program exited with non-zero exit code: %d", code)}, true
+		if json.Unmarshal(line, &reply) == nil && reply.Exit != nil {
+			return exited(*reply.Exit), true
 		}
 	}
 }
@@ -470,7 +460,10 @@ func (h *host) runProgram(_ context.Context, req *pulumirpc.RunRequest) (*pulumi
 		args = append([]string{"-c", programScript, "--cold"}, args...)
 	}
 	cmd := exec.Command(python, append([]string{"-u"}, args...)...)
-	cmd.Env = append(os.Environ(), "PULUMI_CONFIG="+set["PULUMI_CONFIG"], "PULUMI_CONFIG_SECRET_KEYS="+set["PULUMI_CONFIG_SECRET_KEYS"])
+	cmd.Env = os.Environ()
+	for key, value := range set {
+		cmd.Env = append(cmd.Env, key+"="+value)
+	}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
@@ -485,13 +478,23 @@ func (h *host) runProgram(_ context.Context, req *pulumirpc.RunRequest) (*pulumi
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
-		return &pulumirpc.RunResponse{}, nil
-	case errors.As(err, &exit) && exit.ExitCode() == exitBail:
-		return &pulumirpc.RunResponse{Bail: true}, nil
+		return exited(0), nil
 	case errors.As(err, &exit):
-		return &pulumirpc.RunResponse{Error: fmt.Sprintf("Program exited with non-zero exit code: %d", exit.ExitCode())}, nil
+		return exited(exit.ExitCode()), nil
 	default:
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
+	}
+}
+
+// exited is Run's answer for a program that exited with code (-1: killed by a signal), cold or warm.
+func exited(code int) *pulumirpc.RunResponse {
+	switch code {
+	case 0:
+		return &pulumirpc.RunResponse{}
+	case exitBail:
+		return &pulumirpc.RunResponse{Bail: true}
+	default:
+		return &pulumirpc.RunResponse{Error: fmt.Sprintf("Program exited with non-zero exit code: %d", code)}
 	}
 }
 
