@@ -57,7 +57,7 @@ def in_process(url: str, creds: dict[str, str], timeout: float) -> float:
 
     start = time.monotonic()
     try:
-        JetStream(ConnectionSettings.model_validate({"servers": url, "connect_timeout": timeout, **creds})).request(
+        JetStream(ConnectionSettings(servers=url, connect_timeout=timeout, **creds)).request(
             "$JS.API.INFO")
     except EventBusError:
         return time.monotonic() - start

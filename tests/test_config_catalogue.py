@@ -296,7 +296,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory, servers: Servers) -> Pulum
 
 def snapshot(url: str, **creds: str) -> dict[str, Any]:
     """Every stream's and consumer's config on the server at `url`."""
-    js = JetStream(ConnectionSettings.model_validate({"servers": url, **creds}))
+    js = JetStream(ConnectionSettings(servers=url, **creds))
     return {info["config"]["name"]: (info["config"], sorted((c["name"], c["config"]) for c in js.consumer_infos(
         info["config"]["name"]))) for info in (js.stream_info(n) for n in js.stream_names()) if info}
 

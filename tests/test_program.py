@@ -95,7 +95,7 @@ def test_credentials_are_secrets_absent_from_exported_state(tmp_path: Path, kind
         project.up()
 
         creds = {"user": "bus", "password": password} if kind == "password" else {"token": password}
-        js = JetStream(ConnectionSettings.model_validate({"servers": server.url, **creds}))
+        js = JetStream(ConnectionSettings(servers=server.url, **creds))
         assert js.stream_info("ATHLETE_ALLY_EVENTS") is not None
         exported = project.export()
         assert password not in exported

@@ -10,7 +10,7 @@ from components.spec.stream import StreamSpec
 
 config = pulumi.Config()
 count = config.require_int("count")
-connection = ConnectionSettings.model_validate({"servers": config.require("natsUrl")})
+connection = ConnectionSettings(servers=config.require("natsUrl"))
 
 for i in range(count):
     name = f"BENCH_{i:04d}"

@@ -242,7 +242,7 @@ def connect_quickly(settings: ConnectionSettings, timeout: float = PROGRAM_CONNE
 
     The connection itself is the process's cached one for these servers and credentials.
     """
-    return JetStream(settings.model_copy(update={"connect_timeout": timeout}))
+    return JetStream(settings.with_timeout(timeout))
 
 
 #: The server's API level per open connection, asked once ($JS.API.INFO).

@@ -47,8 +47,7 @@ Spec = TypeVar("Spec", "StreamSpec", "ConsumerSpec")
 
 def connection_values(settings: ConnectionSettings) -> dict[str, Any]:
     """The `servers` input (plain) and the `credentials` input (a secret) of a resource."""
-    creds = settings.model_dump(exclude={"servers", "connect_timeout"}, exclude_none=True)
-    return {SERVERS.key: list(settings.servers), CREDENTIALS.key: creds}
+    return {SERVERS.key: list(settings.servers), CREDENTIALS.key: settings.credentials()}
 
 
 def register(spec_props: dict[str, Any], inputs: Inputs, values: dict[str, Any],

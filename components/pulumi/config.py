@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from components.jetstream.errors import ConfigError
-from components.jetstream.settings import ConnectionSettings
+from components.jetstream.settings import ConnectionSettings, split_servers
 from components.spec.stack import CREDENTIAL_KEYS, StackConfig, _declared_type, parse_stack_config
 
 
@@ -42,4 +42,4 @@ def load_pulumi_config() -> tuple[StackConfig, ConnectionSettings]:
     # Secret values are read as plain text here, kept in memory only, and handed to the
     # resources as Pulumi secrets (see resource_common.connection_inputs).
     credentials = {field: raw[key] for key, field in CREDENTIAL_KEYS.items() if raw.get(key)}
-    return stack, ConnectionSettings.model_validate({"servers": stack.nats_url, **credentials})
+    return stack, ConnectionSettings(servers=split_servers(stack.nats_url), **credentials)

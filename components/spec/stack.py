@@ -345,9 +345,7 @@ STACK_KEYS = tuple(field.alias or name for name, field in StackConfig.model_fiel
 #: Credential keys (read as secrets, beside StackConfig) -> the ConnectionSettings field each fills:
 #: every optional text field of ConnectionSettings, as `nats` + its name (natsUser, natsTlsCa, ...).
 CREDENTIAL_KEYS: dict[str, str] = {
-    f"nats{to_pascal(name)}": name
-    for name, field in ConnectionSettings.model_fields.items()
-    if field.annotation == (str | None)
+    f"nats{to_pascal(name)}": name for name in ConnectionSettings.credential_fields()
 }
 
 
@@ -393,7 +391,7 @@ def project_config() -> dict[str, dict[str, Any]]:
             entry["default"] = default
         declared[field.alias or name] = entry
     for key, name in CREDENTIAL_KEYS.items():
-        description = ConnectionSettings.model_fields[name].description or name
+        description = ConnectionSettings.credential_fields()[name]
         declared[key] = {"type": "string", "description": description, "default": ""}
     return declared
 
