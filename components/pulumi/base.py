@@ -11,7 +11,12 @@ remove the object on the server, and its own checks.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import os
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import pulumi
@@ -21,7 +26,7 @@ from components.jetstream.errors import EventBusError
 from components.migration import policy
 from components.migration.lock import STREAM_WRITE_LOCK
 from components.pulumi import lifeline
-from components.pulumi.inputs import ADOPTION, ALLOW_DATA_LOSS, CREDENTIALS, SERVERS, Inputs, flatten
+from components.pulumi.inputs import ADOPTION, ALLOW_DATA_LOSS, CREDENTIALS, SEEN_KEY, SERVERS, Inputs, flatten
 from components.pulumi.snapshot import SNAPSHOT
 from components.spec.project import PROJECT
 
@@ -38,7 +43,8 @@ if TYPE_CHECKING:
 #: The stack config key (project namespace) naming objects that may lose data.
 ALLOW_DATA_LOSS_KEY = f"{PROJECT}:{policy.OPT_IN}"
 
-__all__ = ["ALLOW_DATA_LOSS_KEY", "STREAM_WRITE_LOCK", "SpecProvider", "connection_values", "jetstream", "register"]
+__all__ = ["ALLOW_DATA_LOSS_KEY", "STREAM_WRITE_LOCK", "SpecProvider", "connection_values", "jetstream", "register",
+           "seen_digest"]
 
 lifeline.start_if_plugin()  # in the dynamic-provider process: exit when the engine is gone
 
@@ -64,6 +70,39 @@ def jetstream(props: dict[str, Any]) -> JetStream:
     from components.jetstream.settings import ConnectionSettings
 
     return JetStream(ConnectionSettings.from_props(SERVERS.value(props), props.get(CREDENTIALS.key)))
+
+
+#: The modules whose code turns the server's config into a resource's outputs (spec_of, outputs),
+#: relative to the components package: a state another version of them wrote is parsed again.
+CONVERSION_SOURCES = ("spec/*.py", "pulumi/base.py", "pulumi/inputs.py", "pulumi/stream.py", "pulumi/consumer.py")
+
+
+@functools.cache
+def _conversion_digest() -> bytes:
+    """The digest of CONVERSION_SOURCES as this process runs them (random when they cannot be
+    read: then no state is trusted)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    try:
+        for pattern in CONVERSION_SOURCES:
+            for path in sorted(root.glob(pattern)):
+                digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    except OSError:
+        return os.urandom(32)
+    return digest.digest()
+
+
+def seen_digest(id_: str, info: dict) -> str:
+    """What the state records as SEEN_KEY: the digest of the server's config of object `id_`
+    (its info's `config`, canonical JSON) and of the code that made outputs of it. Equal
+    digests: the config and the code are the same, so the outputs would be too. The server's own
+    `_nats.*` metadata is left out: an info carries its version and API level, a listing does
+    not, and the specs drop them."""
+    config = dict(info.get("config") or {})
+    if isinstance(config.get("metadata"), dict):
+        config["metadata"] = {k: v for k, v in config["metadata"].items() if not k.startswith("_nats.")}
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(_conversion_digest() + id_.encode() + b"\0" + text.encode()).hexdigest()[:32]
 
 
 def validation_messages(exc: ValidationError) -> list[tuple[str, str]]:
@@ -192,11 +231,12 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
         own = self.inputs.own_keys
         return {k: v for k, v in props.items() if k not in own}
 
-    def outputs(self, props: dict[str, Any], spec: Spec) -> dict[str, Any]:
-        """The state after a call: the spec (as the server reports it), the declared output
-        (the object's id) and the stored non-spec inputs."""
+    def outputs(self, props: dict[str, Any], id_: str, info: dict) -> dict[str, Any]:
+        """The state after a call: the spec as the server's `info` describes it, the declared
+        output (the object's id), the stored non-spec inputs and the digest of what was seen."""
+        spec = self.spec_of(id_, info)
         return {**spec.props(), **dict.fromkeys(self.inputs.placeholders, self.object_id(spec)),
-                **self.inputs.stored(props)}
+                **self.inputs.stored(props), SEEN_KEY: seen_digest(id_, info)}
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
         news = flatten(news)  # as registered (nested); the checked inputs, and so the state, are flat
@@ -266,14 +306,14 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
                         f"{'; '.join(fixed.values())}. Delete it (losing {self.loses}) or match its config"
                     )
             info = self.apply(js, spec, info, props)
-        return dyn.CreateResult(id_, self.outputs(props, self.spec_of(id_, info)))
+        return dyn.CreateResult(id_, self.outputs(props, id_, info))
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         spec = self.parse(news)
         js = jetstream(news)
         with self.write_lock, SNAPSHOT.dropped():
             info = self.apply(js, spec, self.fetch(js, self.object_id(spec)), news)
-        return dyn.UpdateResult(self.outputs(news, self.spec_of(self.object_id(spec), info)))
+        return dyn.UpdateResult(self.outputs(news, self.object_id(spec), info))
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
         return self.read_from(id_, props, self.fetch_for_read(jetstream(props), id_))
@@ -282,11 +322,15 @@ class SpecProvider(dyn.ResourceProvider, Generic[Spec]):
         """read() of the server's `info` for the object (None: it does not exist)."""
         if info is None:
             return dyn.ReadResult("", {})  # gone: Pulumi drops it and the next up recreates it
-        spec = self.spec_of(id_, info)
-        outs = self.outputs(props, spec)
+        if props.get(SEEN_KEY) == seen_digest(id_, info):
+            # The server holds the config the state was taken from, and this code took it: the
+            # state is what the parse below would make again (and it loads no pydantic).
+            outs = props
+        else:
+            outs = self.outputs(props, id_, info)
         # The inputs as the program sends them (spec defaults left out), so a refreshed
         # state diffs cleanly against the program.
-        return dyn.ReadResult(id_, outs, {**self.inputs.view(outs), **spec.props()})
+        return dyn.ReadResult(id_, outs, {**self.inputs.view(outs), **self.spec_part(outs)})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         js = jetstream(props)

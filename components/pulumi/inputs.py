@@ -98,7 +98,7 @@ class Inputs:
     def own_keys(self) -> frozenset[str]:
         """The keys of props that are not spec fields: these inputs, the declared outputs and
         the SDK's pickled provider."""
-        return frozenset({PROVIDER_KEY, *self.placeholders, *(f.key for f in self.fields)})
+        return frozenset({PROVIDER_KEY, SEEN_KEY, *self.placeholders, *(f.key for f in self.fields)})
 
     @property
     def diff_keys(self) -> tuple[str, ...]:
@@ -175,6 +175,11 @@ class Inputs:
 #: Where the SDK keeps a dynamic resource's pickled provider, in its inputs and outputs.
 PROVIDER_KEY = "__provider"
 
+#: An output only the provider writes: the digest of the server's config that the other outputs
+#: were taken from (components.pulumi.base.seen_digest), so a read that finds the same config
+#: reports the state as it is, without parsing it again.
+SEEN_KEY = "seen"
+
 #: The nested properties of a registered stream or consumer (`Inputs.nested`).
 SPEC_PROP, INPUTS_PROP = "spec", "inputs"
 
@@ -248,6 +253,6 @@ RESOURCES = (STREAM_INPUTS, CONSUMER_INPUTS, GATE_INPUTS)
 
 def report_ignored(resources: Iterable[Inputs] = RESOURCES) -> frozenset[str]:
     """Input keys the preview report does not list as changes: the pickled provider, the
-    declared outputs (a refresh copies their values into the inputs) and the inputs
-    declared unreported."""
-    return frozenset({PROVIDER_KEY}.union(*(r.unreported() for r in resources)))
+    declared outputs (a refresh copies their values into the inputs), the provider's own output
+    and the inputs declared unreported."""
+    return frozenset({PROVIDER_KEY, SEEN_KEY}.union(*(r.unreported() for r in resources)))
