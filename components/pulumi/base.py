@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 from contextlib import AbstractContextManager, nullcontext
@@ -79,15 +80,21 @@ CONVERSION_SOURCES = ("spec/*.py", "pulumi/base.py", "pulumi/inputs.py", "pulumi
 
 @functools.cache
 def _conversion_digest() -> bytes:
-    """The digest of CONVERSION_SOURCES as this process runs them (random when they cannot be
-    read: then no state is trusted)."""
+    """The digest of CONVERSION_SOURCES as this process runs them, and of the installed pydantic's
+    version (which pins pydantic-core's), found without importing it; random when they cannot be
+    read: then no state is trusted."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
     try:
+        pydantic = importlib.util.find_spec("pydantic")
+        if pydantic is None or pydantic.origin is None:
+            return os.urandom(32)
+        sources = [Path(pydantic.origin).parent / "version.py"]
         for pattern in CONVERSION_SOURCES:
-            for path in sorted(root.glob(pattern)):
-                digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    except OSError:
+            sources += sorted(root.glob(pattern))
+        for path in sources:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    except (OSError, ImportError, ValueError):
         return os.urandom(32)
     return digest.digest()
 

@@ -96,8 +96,8 @@ class Inputs:
 
     @cached_property
     def own_keys(self) -> frozenset[str]:
-        """The keys of props that are not spec fields: these inputs, the declared outputs and
-        the SDK's pickled provider."""
+        """The keys of props that are not spec fields: these inputs, the declared outputs, the
+        provider's own output (SEEN_KEY) and the SDK's pickled provider."""
         return frozenset({PROVIDER_KEY, SEEN_KEY, *self.placeholders, *(f.key for f in self.fields)})
 
     @property
