@@ -100,7 +100,7 @@ def without_program_preload(pulumi_yaml: str) -> str:
 
 
 def run_pulumi(kind: str, count: int, workdir: Path) -> dict[str, float]:
-    """One create / unchanged / refresh round of a Pulumi program (`project`, `floor` or `imports`)."""
+    """One create / unchanged / refresh round of a Pulumi program (`project`, `floor`, `cold` or `imports`)."""
     server = NatsServer(workdir, name=f"{kind}{count}").start() if kind == "project" else None
     try:
         program = ROOT / "benchmarks" / PROGRAMS[kind]

@@ -10,8 +10,6 @@ or a state written by other code, is parsed as before.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from components.pulumi.consumer import ConsumerProvider
 from components.pulumi.inputs import SEEN_KEY
 from components.pulumi.stream import StreamProvider
 from tests.harness import ROOT, NatsServer, PulumiProject
-from tests.test_unchanged_calls import registered_durable, registered_stream
+from tests.test_unchanged_calls import in_fresh_process, registered_durable, registered_stream
 
 # What a fresh provider process runs: the providers' modules, then read of each given resource.
 _READS = """
@@ -41,10 +39,7 @@ print(json.dumps([out, loaded]))
 
 
 def read_in_fresh_process(reads: list[list[Any]]) -> tuple[list[Any], list[str]]:
-    done = subprocess.run([sys.executable, "-c", _READS], input=json.dumps(reads), capture_output=True, text=True,
-                          timeout=60, check=True, cwd=ROOT)
-    results, loaded = json.loads(done.stdout)
-    return results, loaded
+    return in_fresh_process(reads, _READS)
 
 
 def created(url: str) -> tuple[Any, Any]:

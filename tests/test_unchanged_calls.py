@@ -51,11 +51,13 @@ print(json.dumps([out, sorted(m for m in sys.modules if m.split(".")[0] == "pyda
 """
 
 
-def in_fresh_process(calls: list[list[Any]]) -> tuple[list[Any], list[str]]:
-    done = subprocess.run([sys.executable, "-c", _CALLS], input=json.dumps(calls), capture_output=True, text=True,
+def in_fresh_process(calls: list[list[Any]], code: str = _CALLS) -> tuple[list[Any], list[str]]:
+    """Run `code` (default: check and diff of `calls`) in a fresh interpreter with `calls` as JSON on
+    its standard input: its results and the modules it reports as loaded."""
+    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(calls), capture_output=True, text=True,
                           timeout=60, check=True, cwd=ROOT)
-    results, pydantic = json.loads(done.stdout)
-    return results, pydantic
+    results, loaded = json.loads(done.stdout)
+    return results, loaded
 
 
 def test_an_unchanged_check_and_diff_load_no_pydantic_and_report_no_change(js: JetStream, nats_server: NatsServer) -> None:
