@@ -150,19 +150,10 @@ use_build() {
   rm -f "$bindir/pulumi"
   ln "$pulumi_dir/pulumi" "$bindir/pulumi" 2>/dev/null || cp "$pulumi_dir/pulumi" "$bindir/pulumi"
   ln -sfn "$pulumi_dir/pulumi-language-python-exec" "$bindir/pulumi-language-python-exec"
-  # The dynamic-provider shim: the SDK's `python -m pulumi.dynamic` in the project's virtualenv
-  # (Pulumi.yaml's virtualenv option, else this one), not exec'd, so the engine stays the
-  # shim's parent (components/pulumi/lifeline.py watches that). On the SIGINT with which the
-  # engine stops its plugins after every command it leaves at once, after any stream write in
-  # flight, instead of through the interpreter's 0.1-0.2 s teardown. The modules Pulumi.yaml's
-  # runtime option providerPreload names (PULUMI_RUNTIME_PROVIDERPRELOAD) are imported in the
-  # background as it starts, before the first resource needs them. The shim starts the lifeline
-  # itself: the process is the provider from its first instruction, while runpy swaps in the
-  # `__main__` by which components.pulumi.lifeline.start_if_plugin tells it only once the
-  # SDK's module is found, after a preloaded module may have asked. When the host's prestart
-  # Invoke is for an update (toolchain/langhost: the program runs for `pulumi up`), the modules
-  # of providerPreloadUpdate (PULUMI_RUNTIME_PROVIDERPRELOADUPDATE) are imported in the background
-  # too: what creates and updates need, and the calls of a preview do not.
+  # The dynamic-provider shim: toolchain/provider.py (which says how it serves) in the project's
+  # virtualenv (Pulumi.yaml's virtualenv option, else this one), as `-c` code so that the
+  # engine's working directory, the project, is on sys.path; not exec'd, so the engine stays the
+  # shim's parent (components/pulumi/lifeline.py watches that).
   rm -f "$bindir/pulumi-resource-pulumi-python"
   cat > "$bindir/pulumi-resource-pulumi-python" <<SHIM
 #!/bin/sh
@@ -173,47 +164,8 @@ case "\$venv" in
   /*) python="\${venv%/}/bin/python" ;;
   *) python="\$PWD/\${venv%/}/bin/python" ;;
 esac
-"\$python" -u -c '
-import os, runpy, signal, sys
-def _stop(*_):
-    lifeline = sys.modules.get("components.pulumi.lifeline")
-    if lifeline is not None:
-        lifeline.exit_after_writes(0)
-    os._exit(0)
-signal.signal(signal.SIGINT, _stop)
-try:
-    from components.pulumi import lifeline
-except Exception:
-    pass  # not this project (no such module, or another components package): no lifeline to start
-else:
-    lifeline.start_in_provider()
-def _preload(names):
-    import importlib
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception:
-            pass  # the provider reports it when it unpickles a resource
-def _names(option):
-    return os.environ.get("PULUMI_RUNTIME_" + option, "").replace(",", " ").split()
-def _in_background(names):
-    if names:
-        import threading
-        threading.Thread(target=_preload, args=(names,), daemon=True).start()
-_in_background(_names("PROVIDERPRELOAD"))
-from pulumi.runtime.proto import provider_pb2_grpc as _grpc
-_register = _grpc.add_ResourceProviderServicer_to_server
-def _register_with_prestart(servicer, server):
-    declined = servicer.Invoke
-    def invoke(request, context):
-        if request.tok == "pulumi-python:dynamic:prestart-update":
-            _in_background(_names("PROVIDERPRELOADUPDATE"))
-        return declined(request, context)
-    servicer.Invoke = invoke
-    return _register(servicer, server)
-_grpc.add_ResourceProviderServicer_to_server = _register_with_prestart
-runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
-' "\$@"
+"\$python" -u -c 'import sys; __file__ = sys.argv.pop(1); exec(compile(open(__file__).read(), __file__, "exec"))' \
+  "$here/toolchain/provider.py" "\$@"
 SHIM
   chmod +x "$bindir/pulumi-resource-pulumi-python"
   # The language host: the Go adaptor, running programs with the SDK's exec script and, when
@@ -221,7 +173,7 @@ SHIM
   [ -x "$langhost_dir/pulumi-language-python" ] || build_langhost
   cat > "$bindir/pulumi-language-python" <<HOST
 #!/bin/sh
-PULUMI_LANGUAGE_PYTHON_EXEC="$bindir/pulumi-language-python-exec" EVENTBUS_PYTHON="$bindir/python" exec "$langhost_dir/pulumi-language-python" "\$@"
+PULUMI_LANGUAGE_PYTHON_EXEC="$bindir/pulumi-language-python-exec" EVENTBUS_PYTHON="$bindir/python" EVENTBUS_PROVIDER_SCRIPT="$here/toolchain/provider.py" exec "$langhost_dir/pulumi-language-python" "\$@"
 HOST
   chmod +x "$bindir/pulumi-language-python"
   printf 'build v%s %s\n' "$pulumi_v" "$pulumi_dir/pulumi" > "$bindir/.pulumi-toolchain"

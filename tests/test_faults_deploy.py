@@ -291,17 +291,23 @@ def test_engine_cancel_mid_hand_over_ends_without_a_traceback_and_up_converges(d
 
 
 def roles(pids: list[int]) -> dict[str, list[int]]:
-    """The deploy's processes by role: the language host, the program, the dynamic provider."""
-    found: dict[str, list[int]] = {"host": [], "program": [], "provider": [], "other": []}
+    """The deploy's processes by role: the language host, the program, the dynamic provider (the
+    SDK's module, the toolchain's shim, or one forked by the provider zygote), the zygote."""
+    found: dict[str, list[int]] = {"host": [], "program": [], "provider": [], "zygote": [], "other": []}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
+                comm = fh.read().strip()
         except OSError:
             continue
         argv0 = cmdline.split(" ", 1)[0]
-        role = ("program" if "pulumi-language-python-exec" in cmdline else "host" if argv0.endswith("pulumi-language-python")
-                else "provider" if "pulumi.dynamic" in cmdline else "other")
+        role = ("zygote" if comm == "provider-zygote"
+                else "provider" if comm == "provider-forked" or "pulumi.dynamic" in cmdline
+                or "toolchain/provider.py" in cmdline
+                else "program" if "pulumi-language-python-exec" in cmdline
+                else "host" if argv0.endswith("pulumi-language-python") else "other")
         found[role].append(pid)
     return found
 

@@ -75,24 +75,31 @@ def test_start_in_program_outside_a_pulumi_run_starts_no_thread_and_leaves_sigin
 
 
 #: Preloaded into the provider shim (PULUMI_RUNTIME_PROVIDERPRELOAD): it holds the stream write
-#: lock, as a subject hand-over in flight does, until the test creates the file RELEASE names.
+#: lock, as a subject hand-over in flight does, until the test creates the file RELEASE names. The
+#: lock is re-entrant, so the thread that takes it is the one that gives it back.
 HOLD_WRITE_LOCK = """
 import os, threading, time
 from pathlib import Path
 from components.migration.lock import STREAM_WRITE_LOCK
 from components.pulumi import lifeline  # loaded in a provider that has served a stream
 
-STREAM_WRITE_LOCK.acquire()
-Path(os.environ["HELD"]).write_text("held")
+taken = threading.Event()
 
-def release():
-    deadline = time.monotonic() + 30
-    while not Path(os.environ["RELEASE"]).exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    STREAM_WRITE_LOCK.release()
+def hold():
+    with STREAM_WRITE_LOCK:
+        Path(os.environ["HELD"]).write_text("held")
+        taken.set()
+        deadline = time.monotonic() + 30
+        while not Path(os.environ["RELEASE"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
-threading.Thread(target=release, daemon=True).start()  # daemon: only the shim's exit path waits for it
+threading.Thread(target=hold, daemon=True).start()  # daemon: only the shim's exit path waits for it
+taken.wait(10)
 """
+
+#: How soon a provider that waits for the write in flight leaves once it has ended: well within
+#: lifeline.FINISH_TIMEOUT, after which it would leave anyway.
+LEAVES_AFTER_THE_WRITE = lifeline.FINISH_TIMEOUT - 2
 
 
 def test_provider_shim_preloads_its_modules_and_on_the_engines_sigint_exits_only_after_the_write_in_flight(
@@ -113,7 +120,8 @@ def test_provider_shim_preloads_its_modules_and_on_the_engines_sigint_exits_only
         os.killpg(shim.pid, signal.SIGINT)  # how the engine stops its plugins after every command
         assert not wait_until(lambda: not alive(provider), 0.5), "the provider left with a stream write in flight"
         release.touch()
-        assert wait_until(lambda: not alive(provider), 10), "the provider did not exit once the write ended"
+        assert wait_until(lambda: not alive(provider), LEAVES_AFTER_THE_WRITE), \
+            "the provider did not exit once the write ended"
     finally:
         release.touch()
         if shim.poll() is None:

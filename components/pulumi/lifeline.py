@@ -5,16 +5,19 @@ Two processes of a deploy run this project's code: the dynamic provider
 
 The engine stops its plugins itself when it ends normally, but a SIGKILLed engine
 leaves them running, holding connections and locks. The engine starts this process
-through a shell shim (`pulumi-resource-pulumi-python` runs `python -m pulumi.dynamic`
-without exec), so the engine is the shim's parent: when the shim is reparented or
-gone, the engine is gone, and this process exits, after letting a stream write that
-is in flight (a subject hand-over) finish for a few seconds.
+through a shell shim (`pulumi-resource-pulumi-python` runs the SDK's provider without
+exec), so the engine is the shim's parent: when the shim is reparented or gone, the
+engine is gone, and this process exits, after letting a stream write that is in flight
+(a subject hand-over) finish for a few seconds. A provider forked by the warm program's
+zygote (toolchain/provider.py) is not the shim's child: its lifeline is its connection
+to the shim, which leaves when its engine is gone.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -143,16 +146,31 @@ def start_if_plugin() -> None:
         start_in_provider()
 
 
-def start_in_provider() -> None:
-    """Start the watch once: this process is the dynamic provider, the shim its parent."""
+def start_in_provider(shim_connection: socket.socket | None = None) -> None:
+    """Start the watch once: this process is the dynamic provider, the shim its parent; or, with
+    `shim_connection`, a provider that the warm program's zygote forked (toolchain/provider.py),
+    whose shim, the engine's child, closes that connection when it leaves with its engine."""
     global _started
     with _lock:
         if _started:
             return
         _started = True
+    if shim_connection is not None:
+        threading.Thread(target=_watch_connection, args=(shim_connection,), name="engine-lifeline",
+                         daemon=True).start()
+        return
     shim = os.getppid()
     engine = parent_of(shim)
     threading.Thread(target=_watch, args=(shim, engine), name="engine-lifeline", daemon=True).start()
+
+
+def _watch_connection(conn: socket.socket) -> None:
+    try:
+        while conn.recv(1 << 10):
+            pass
+    except OSError:
+        pass
+    exit_after_writes()
 
 
 def _engine_alive(shim: int, engine: int | None) -> bool:

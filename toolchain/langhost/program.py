@@ -21,6 +21,14 @@
         lifeline), first sends {"exit": code}; and the program ends when the host's end of the
         socket closes, as a cold program ends when its host is gone.
 
+A warm program also forks, once its modules are imported and before it takes a run, the
+provider zygote (`_fork_provider_zygote`): the dynamic-provider shim of scripts/toolchain.sh
+hands it the provider the engine starts, and it forks one with the SDK and the program's
+modules already loaded (toolchain/provider.py, which EVENTBUS_PROVIDER_SCRIPT names, says how;
+EVENTBUS_PROVIDER_FORK=0 turns it off). It never holds the stack's config: it is forked before
+the run brings it. It serves every provider of its engine's command, one fork each, and ends
+when the engine is gone or after ZYGOTE_IDLE without one.
+
 Either way the run itself (`run`) is the same. An engine cancel (SIGINT) ends the program
 quietly, with the exec script's bail code, instead of a KeyboardInterrupt traceback. The SDK
 sends each debug-level log (four per resource: "registering resource", ...) as a blocking RPC
@@ -49,6 +57,11 @@ POLL_INTERVAL = 0.5
 LOG_FLUSH_TIMEOUT = 10.0
 #: How long a warm program waits for the host that runs it.
 WARM_IDLE = 60.0
+#: How long a provider zygote waits for the next provider before it ends.
+ZYGOTE_IDLE = 600.0
+#: What `ps` shows as the command of a provider zygote, and of a provider it forked.
+ZYGOTE_NAME = "provider-zygote"
+FORKED_PROVIDER_NAME = "provider-forked"
 
 
 def _run(argv):
@@ -87,6 +100,221 @@ def _run(argv):
     os._exit(code)
 
 
+def _engine_alive(engine):
+    """True while the engine's process is there and not a zombie its parent has yet to reap."""
+    try:
+        with open(f"/proc/{engine}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _send(conn, message):
+    import json
+
+    conn.sendall((json.dumps(message) + "\n").encode())
+
+
+def _report_exit_on(conn):
+    """Make every exit of this process, os._exit included, first send {"exit": code} on conn."""
+    raw_exit = os._exit
+    report = threading.Lock()
+
+    def exit_reporting(code):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - leaving anyway
+                pass
+        if report.acquire(blocking=False):
+            try:
+                _send(conn, {"exit": int(code)})
+            except Exception:  # noqa: BLE001 - the other end then reports a process that died
+                pass
+        raw_exit(code)
+
+    os._exit = exit_reporting
+
+
+def _receive(conn, fd_count):
+    """One request: a 4-byte big-endian length and JSON, with fd_count SCM_RIGHTS descriptors.
+    None (and no descriptor left open) when it is not that."""
+    import json
+    import socket
+    import struct
+
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, fd_count)
+    if len(data) < 4 or len(fds) != fd_count:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    need = struct.unpack(">I", data[:4])[0]
+    data = data[4:]
+    while len(data) < need:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            for fd in fds:
+                os.close(fd)
+            return None, []
+        data += chunk
+    return json.loads(data), fds
+
+
+def _bind_provider_zygote(engine):
+    """The provider zygote's socket for this engine (see the module's docstring), listening
+    already, so that a provider the engine starts while this process still imports waits for it:
+    (listener, path, the provider script's namespace). None when it is off, or one already serves
+    this engine, interpreter and directory (the preview's, when the update's warm program starts)."""
+    import socket
+
+    script = os.environ.get("EVENTBUS_PROVIDER_SCRIPT", "")
+    if not script or os.environ.get("EVENTBUS_PROVIDER_FORK", "1") == "0":
+        return None
+    provider = {"__name__": "eventbus_provider", "__file__": script}
+    try:
+        with open(script, encoding="utf-8") as fh:
+            exec(compile(fh.read(), script, "exec"), provider)  # noqa: S102 - the toolchain's own file
+    except Exception:  # noqa: BLE001 - no zygote: every provider starts as the shim's own process
+        return None
+    path = provider["zygote_path"](engine, sys.prefix, os.getcwd())
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return None  # one is there
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.unlink(path)  # a zygote's whose engine had this pid
+    except OSError:
+        pass
+    umask = os.umask(0o177)  # the socket is its user's alone (0600)
+    try:
+        listener.bind(path)
+        listener.listen(8)
+    except OSError:
+        listener.close()
+        return None
+    finally:
+        os.umask(umask)
+    return listener, path, provider
+
+
+def _fork_provider_zygote(zygote, engine, inherited):
+    """Fork the zygote off this process, with what it has imported; `inherited`: descriptors
+    the zygote closes. This process keeps no part of it."""
+    listener, path, provider = zygote
+    if os.fork():
+        listener.close()
+        return
+    try:
+        for fd in inherited:
+            os.close(fd)
+        _zygote(listener, path, engine, provider)
+    finally:
+        os._exit(0)
+
+
+def _name_process(name):
+    """Name this process for `ps -o comm`, /proc/PID/comm (15 characters at most)."""
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as fh:
+            fh.write(name)
+    except OSError:
+        pass
+
+
+def _zygote(listener, path, engine, provider):
+    import socket
+    import struct
+    import time
+
+    _name_process(ZYGOTE_NAME)
+    listener.settimeout(POLL_INTERVAL)
+    ours = os.stat(path).st_ino
+    children = set()
+    last = time.monotonic()
+    while _engine_alive(engine) and time.monotonic() - last < ZYGOTE_IDLE:
+        for pid in list(children):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    children.discard(pid)
+            except ChildProcessError:
+                children.discard(pid)
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        last = time.monotonic()
+        try:
+            peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if peer[1] != os.getuid():
+                continue
+            conn.settimeout(POLL_INTERVAL * 10)
+            request, fds = _receive(conn, 3)
+            if request is None:
+                continue
+            why = _refusal(request, provider)
+            if why:
+                _send(conn, {"ok": False, "why": why})
+            else:
+                pid = os.fork()
+                if pid == 0:
+                    listener.close()
+                    _become_provider(conn, fds, request, provider)
+                children.add(pid)
+            for fd in fds:
+                os.close(fd)
+        except (OSError, ValueError):
+            pass
+        finally:
+            conn.close()
+    try:
+        if os.stat(path).st_ino == ours:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _refusal(request, provider):
+    """Why this zygote does not fork the provider the request describes, or ''."""
+    if os.path.realpath(request.get("cwd", "")) != os.path.realpath(os.getcwd()):
+        return "working directory differs"
+    differ = provider["environment_differs"](dict(os.environ), dict(request.get("environ", {})))
+    if differ:
+        return "environment differs: " + ", ".join(differ[:5])
+    if not isinstance(request.get("argv"), list):
+        return "malformed request"
+    if os.path.realpath(str(request.get("script"))) != os.path.realpath(provider["__file__"]):
+        return "another provider script"
+    return ""
+
+
+def _become_provider(conn, fds, request, provider):
+    """In the zygote's child: take the shim's standard streams and environment, and serve."""
+    try:
+        _name_process(FORKED_PROVIDER_NAME)
+        for fd, target in zip(fds, (0, 1, 2), strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(request["environ"])
+        conn.settimeout(None)
+        _report_exit_on(conn)
+        _send(conn, {"ok": True, "pid": os.getpid()})
+        provider["serve"](request["argv"], shim_connection=conn)
+    except SystemExit as exc:
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
+    except BaseException:  # noqa: BLE001 - reported through the exit code, as a provider that died
+        import traceback
+
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
 def _cold(argv):
     parent = os.getppid()
 
@@ -102,39 +330,28 @@ def _cold(argv):
 def _warm(path, fd, engine, names, program_dir):
     environ = dict(os.environ)
     import importlib
-    import json
     import socket
-    import struct
     import time
 
     raw_exit = os._exit
+    zygote = _bind_provider_zygote(engine)
+    dropped = [path] + ([zygote[1]] if zygote else [])
 
     def drop():
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-    def send(conn, message):
-        conn.sendall((json.dumps(message) + "\n").encode())
+        for name in dropped:
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
 
     server = socket.socket(fileno=fd)
     server.setblocking(True)
     taken = threading.Event()
 
-    def engine_alive():
-        try:
-            os.kill(engine, 0)
-        except ProcessLookupError:
-            return False
-        except OSError:
-            pass
-        return True
-
     def idle():
         deadline = time.monotonic() + WARM_IDLE
         while not taken.wait(0.1):
-            if not engine_alive() or time.monotonic() > deadline:
+            if not _engine_alive(engine) or time.monotonic() > deadline:
                 drop()
                 raw_exit(0)
 
@@ -147,50 +364,30 @@ def _warm(path, fd, engine, names, program_dir):
             pass
     if sys.path and sys.path[0] == program_dir:
         del sys.path[0]
+    if zygote:
+        _fork_provider_zygote(zygote, engine, [server.fileno()])
+        dropped[1:] = []
     conn, _ = server.accept()
     taken.set()
     drop()
     server.close()
-    data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 2)
-    if len(data) < 4 or len(fds) != 2:
+    request, fds = _receive(conn, 2)
+    if request is None:
         raw_exit(1)
-    need = struct.unpack(">I", data[:4])[0]
-    data = data[4:]
-    while len(data) < need:
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            raw_exit(1)
-        data += chunk
-    request = json.loads(data)
     theirs = dict(request["environ"])
     differ = sorted(k for k in set(theirs) | set(environ) if theirs.get(k) != environ.get(k))
     if differ:
-        send(conn, {"ok": False, "why": "environment differs: " + ", ".join(differ[:5])})
+        _send(conn, {"ok": False, "why": "environment differs: " + ", ".join(differ[:5])})
         raw_exit(0)
     if os.path.realpath(request["cwd"]) != os.path.realpath(os.getcwd()):
-        send(conn, {"ok": False, "why": "working directory differs"})
+        _send(conn, {"ok": False, "why": "working directory differs"})
         raw_exit(0)
     for fd, target in zip(fds, (1, 2), strict=True):
         os.dup2(fd, target)
         os.close(fd)
     os.environ.update(request["set"])
-    send(conn, {"ok": True, "pid": os.getpid()})
-    report = threading.Lock()
-
-    def exit_reporting(code):
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 - leaving anyway
-                pass
-        if report.acquire(blocking=False):
-            try:
-                send(conn, {"exit": int(code)})
-            except Exception:  # noqa: BLE001 - the host then reports a program that died
-                pass
-        raw_exit(code)
-
-    os._exit = exit_reporting
+    _send(conn, {"ok": True, "pid": os.getpid()})
+    _report_exit_on(conn)
 
     def watch():
         try:

@@ -1,0 +1,206 @@
+"""The provider zygote: the warm program (toolchain/langhost/program.py) forks, once it has its
+imports, a process that forks the dynamic provider the engine starts, and the provider shim
+(toolchain/provider.py) hands it the engine's request and stays as the engine's plugin process.
+
+Through the real CLI, on a fixture program whose provider notes where it runs; and with the real
+shim under a stand-in engine, beside a warm program started as the host starts one, for the
+lifeline: the engine's SIGINT with a stream write in flight, and the engine SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from components.pulumi import lifeline
+from tests.harness import ROOT, VENV_BIN, PulumiProject, marked_processes
+from tests.test_lifeline import HOLD_WRITE_LOCK, LEAVES_AFTER_THE_WRITE, alive, processes
+from tests.traffic import wait_until
+
+PROGRAM = ROOT / "tests" / "fixtures" / "programs" / "provider_fork"
+PROVIDER_PY = ROOT / "toolchain" / "provider.py"
+PROGRAM_PY = ROOT / "toolchain" / "langhost" / "program.py"
+
+
+def provider_module() -> dict:
+    """toolchain/provider.py's functions, as the zygote loads them."""
+    namespace = {"__name__": "eventbus_provider", "__file__": str(PROVIDER_PY)}
+    exec(compile(PROVIDER_PY.read_text(), str(PROVIDER_PY), "exec"), namespace)  # noqa: S102 - the repo's file
+    return namespace
+
+
+@pytest.fixture
+def noting(tmp_path: Path) -> PulumiProject:
+    project = PulumiProject(tmp_path, program=PROGRAM, namespace="provider-fork")
+    (project.dir / "provider_fork_marker.py").write_text("")
+    project.env["NOTES"] = str(tmp_path / "notes")
+    project.env["EVENTBUS_TEST_MARKER"] = uuid.uuid4().hex
+    return project
+
+
+def notes(project: PulumiProject) -> list[dict]:
+    path = Path(project.env["NOTES"])
+    lines = path.read_text().splitlines() if path.exists() else []
+    path.unlink(missing_ok=True)
+    return [json.loads(line) for line in lines]
+
+
+def test_up_and_preview_run_a_provider_forked_with_the_programs_imports_and_leave_nothing(
+        noting: PulumiProject) -> None:
+    noting.up()
+    created = notes(noting)
+    noting.preview("--expect-no-changes")
+    previewed = notes(noting)
+    assert created and previewed
+    for note in created + previewed:
+        assert note == {"pid": note["pid"], "comm": "provider-forked", "marker": True}
+    assert wait_until(lambda: not marked_processes(noting.env["EVENTBUS_TEST_MARKER"]), 5), \
+        "a zygote or provider outlived its command"
+
+
+def test_eventbus_provider_fork_0_starts_the_provider_in_its_shim(noting: PulumiProject) -> None:
+    noting.env["EVENTBUS_PROVIDER_FORK"] = "0"
+    noting.up()
+    created = notes(noting)
+    assert created
+    assert all(note["comm"] != "provider-forked" and note["marker"] is False for note in created)
+
+
+def test_the_environment_may_differ_only_in_the_engines_and_hosts_own_variables() -> None:
+    differs = provider_module()["environment_differs"]
+    ours = {"PATH": "/bin", "PULUMI_HOME": "/h", "EVENTBUS_PYTHON": "/p"}
+    assert differs(ours, {"PATH": "/bin", "PULUMI_RUNTIME_VIRTUALENV": ".venv"}) == []
+    assert differs(ours, {"PATH": "/bin", "PYTHONPATH": "/elsewhere"}) == ["PYTHONPATH"]
+    assert differs(ours, {"PATH": "/usr/bin", "NATS_URL": "nats://x"}) == ["NATS_URL", "PATH"]
+
+
+# -- the shim and the zygote under a stand-in engine ----------------------------------------------
+
+#: A stand-in engine: once the file GO names exists, starts the provider shim as the engine does
+#: (its own process group, the engine's address as argument), tells the shim's pid, and stays.
+ENGINE = """
+import subprocess, sys, time
+from pathlib import Path
+go, deadline = Path(sys.argv[2]), time.monotonic() + 30
+while not go.exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+shim = subprocess.Popen([sys.argv[1], "127.0.0.1:1"], start_new_session=True)
+print(shim.pid, flush=True)
+time.sleep(60)
+"""
+
+
+class Stage:
+    """A stand-in engine, a warm program for it (as the language host starts one, with the
+    zygote on), and the provider shim the engine starts; the shim's provider preloads
+    HOLD_WRITE_LOCK, which holds the stream write lock until the file `release` exists."""
+
+    def __init__(self, tmp: Path, shim_env: dict[str, str] | None = None) -> None:
+        (tmp / "hold_write_lock.py").write_text(HOLD_WRITE_LOCK)
+        self.held, self.release, go = tmp / "held", tmp / "release", tmp / "go"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "EVENTBUS_"))}
+        env.update({"HELD": str(self.held), "RELEASE": str(self.release), "PYTHONPATH": f"{tmp}:{ROOT}",
+                    "PWD": str(tmp),  # as the shim's shell sets it
+                    "PULUMI_RUNTIME_PROVIDERPRELOAD": "hold_write_lock"})
+        (tmp / "engine.py").write_text(ENGINE)
+        self.engine = subprocess.Popen([sys.executable, str(tmp / "engine.py"),
+                                        str(VENV_BIN / "pulumi-resource-pulumi-python"), str(go)],
+                                       cwd=tmp, env={**env, **(shim_env or {})}, stdout=subprocess.PIPE, text=True)
+        self.socket = Path(provider_module()["zygote_path"](self.engine.pid, str(ROOT / ".venv"), str(tmp)))
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # the host's socket for the warm program
+        listener.bind(str(tmp / "warm.sock"))
+        listener.listen(1)
+        self.warm = subprocess.Popen(
+            [str(VENV_BIN / "python"), "-u", "-c", PROGRAM_PY.read_text(), "--warm", str(tmp / "warm.sock"),
+             str(listener.fileno()), str(self.engine.pid), "json", str(tmp)],
+            cwd=tmp, env={**env, "EVENTBUS_PROVIDER_SCRIPT": str(PROVIDER_PY)}, start_new_session=True,
+            pass_fds=(listener.fileno(),))
+        listener.close()
+        self.zygote = 0
+        assert wait_until(self._find_zygote, 10), "the warm program forked no zygote"
+        go.touch()
+        assert self.engine.stdout is not None
+        self.shim = int(self.engine.stdout.readline())
+        self.port = self.engine.stdout.readline().strip()
+
+    def _find_zygote(self) -> bool:
+        found = [pid for pid in processes() if lifeline.parent_of(pid) == self.warm.pid and comm(pid) == "provider-zygote"]
+        self.zygote = found[0] if found else 0
+        return bool(found)
+
+    def forked(self) -> list[int]:
+        return [pid for pid in processes() if lifeline.parent_of(pid) == self.zygote and comm(pid) == "provider-forked"]
+
+    def close(self) -> None:
+        self.release.touch()
+        for proc in (self.engine, self.warm):
+            proc.kill()
+            proc.wait(10)
+        for pid in [self.shim, self.zygote, *self.forked()]:
+            if pid and alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def test_the_engines_sigint_reaches_the_forked_provider_which_leaves_after_the_write_in_flight(
+        tmp_path: Path) -> None:
+    stage = Stage(tmp_path)
+    try:
+        assert stage.port.isdigit(), "the forked provider did not print its port on the shim's stdout"
+        provider = stage.forked()
+        assert len(provider) == 1, "the zygote forked no provider"
+        assert wait_until(stage.held.exists, 10), "the provider did not preload its modules"
+        os.killpg(stage.shim, signal.SIGINT)  # how the engine stops its plugins after every command
+        assert not wait_until(lambda: not alive(provider[0]), 0.5), "the provider left with a write in flight"
+        assert alive(stage.shim), "the shim left before its provider"
+        stage.release.touch()
+        assert wait_until(lambda: not alive(provider[0]) and not alive(stage.shim), LEAVES_AFTER_THE_WRITE)
+        assert stage.engine.poll() is None
+        assert alive(stage.zygote), "the zygote left while its engine is there"
+    finally:
+        stage.close()
+
+
+def test_a_sigkilled_engine_ends_the_shim_the_forked_provider_after_its_write_and_the_zygote(
+        tmp_path: Path) -> None:
+    stage = Stage(tmp_path)
+    try:
+        provider = stage.forked()
+        assert len(provider) == 1
+        assert wait_until(stage.held.exists, 10)
+        stage.engine.kill()
+        stage.engine.wait(10)
+        assert wait_until(lambda: not alive(stage.shim), 5), "the shim outlived its engine"
+        assert wait_until(lambda: not alive(stage.zygote), 5), "the zygote outlived its engine"
+        assert not stage.socket.exists(), "the zygote left its socket"
+        assert alive(provider[0]), "the provider left with a write in flight"
+        stage.release.touch()
+        assert wait_until(lambda: not alive(provider[0]), LEAVES_AFTER_THE_WRITE), "the provider outlived its engine"
+    finally:
+        stage.close()
+
+
+def test_a_shim_whose_environment_differs_is_refused_and_serves_the_provider_itself(tmp_path: Path) -> None:
+    stage = Stage(tmp_path, shim_env={"NATS_URL": "nats://elsewhere:4222"})
+    try:
+        assert stage.port.isdigit()
+        assert stage.forked() == []
+        assert wait_until(stage.held.exists, 10), "the shim's own provider did not preload its modules"
+        assert alive(stage.zygote)
+    finally:
+        stage.close()

@@ -1,0 +1,223 @@
+"""The dynamic-provider plugin of the build toolchain: what `pulumi-resource-pulumi-python`, the
+shim scripts/toolchain.sh installs, runs as `python -u -c` code (standard library and SDK only,
+with the project's directory on sys.path as the engine's working directory).
+
+It is the provider one of two ways:
+
+- **Forked.** When this engine's warm program (toolchain/langhost/program.py) has imported the
+  SDK and the program's modules, it forks a provider zygote that listens on a socket of its own
+  (`zygote_path`). The shim hands it this process's arguments, environment, working directory
+  and standard streams (a 4-byte big-endian length, JSON {argv, environ, cwd, script}, and
+  descriptors 0-2 as SCM_RIGHTS); the zygote forks a provider that runs `serve` with them, and
+  answers one JSON line, {"ok": true, "pid": ...} or {"ok": false, "why": ...}. The provider
+  then starts in a few tens of milliseconds instead of a new interpreter importing the SDK (about
+  0.4 s, on the path of every command), with the project's modules already loaded. The shim
+  stays as the engine's plugin process: it forwards the engine's SIGINT/SIGTERM to the provider,
+  leaves (closing the connection) when its engine is gone, and exits with the code the provider
+  reports ({"exit": code}), or 1 when the provider is gone without one. The provider's lifeline
+  is that connection: when the shim is gone, it exits once a stream write in flight has ended.
+- **Here.** Without a zygote (no warm program: a cold run, another toolchain, an environment the
+  zygote refuses), this process is the provider, as before: `serve` with the shim as its parent.
+
+`serve` is the provider's start either way: on SIGINT (how the engine stops its plugins after
+every command) it leaves at once, after any stream write in flight, instead of through the
+interpreter's 0.1-0.2 s teardown; the modules Pulumi.yaml's runtime option providerPreload names
+(PULUMI_RUNTIME_PROVIDERPRELOAD) are imported in the background as it starts; and when the
+host's prestart Invoke is for an update (the program runs for `pulumi up`), the modules of
+providerPreloadUpdate too (what creates and updates need, and the calls of a preview do not).
+"""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+
+#: How often the shim of a forked provider checks that its engine is there.
+POLL_INTERVAL = 0.5
+#: How long the shim waits for the zygote's answer (the warm program may still be importing)
+#: before it starts the provider here.
+ZYGOTE_REPLY_TIMEOUT = 10.0
+#: Environment variables that may differ between the zygote (the language host's environment)
+#: and the provider the engine starts: the engine and the host add their own. Any other
+#: difference (PYTHONPATH, a virtualenv, NATS_*) makes the zygote refuse.
+OWN_PREFIXES = ("PULUMI_", "EVENTBUS_")
+
+
+def zygote_path(engine, prefix, cwd):
+    """The socket of the provider zygote for this engine, interpreter prefix (the virtualenv) and
+    working directory: toolchain/langhost/program.py listens there, the shim connects there."""
+    digest = hashlib.sha256("\0".join((os.path.realpath(prefix), os.path.realpath(cwd))).encode()).hexdigest()[:16]
+    return os.path.join(_tempdir(), f"eventbus-provider-{engine}-{digest}.sock")
+
+
+def _tempdir():
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def environment_differs(ours, theirs):
+    """The keys, outside OWN_PREFIXES, whose values differ between two environments."""
+    keys = set(ours) | set(theirs)
+    return sorted(k for k in keys if not k.startswith(OWN_PREFIXES) and ours.get(k) != theirs.get(k))
+
+
+def _parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _stop(*_):
+    lifeline = sys.modules.get("components.pulumi.lifeline")
+    if lifeline is not None:
+        lifeline.exit_after_writes(0)
+    os._exit(0)
+
+
+def _preload(names):
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the provider reports it when it unpickles a resource
+            pass
+
+
+def _names(option):
+    return os.environ.get("PULUMI_RUNTIME_" + option, "").replace(",", " ").split()
+
+
+def _in_background(names):
+    if names:
+        threading.Thread(target=_preload, args=(names,), daemon=True).start()
+
+
+def serve(argv, shim_connection=None):
+    """Be the dynamic provider, with `argv` as the SDK's module's arguments. With
+    `shim_connection` (a forked provider), the shim's end of it closing is the engine gone."""
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        from components.pulumi import lifeline
+    except Exception:  # noqa: BLE001 - not this project: no lifeline to start
+        lifeline = None
+    if lifeline is not None:
+        lifeline.start_in_provider(shim_connection=shim_connection)
+    elif shim_connection is not None:
+        threading.Thread(target=_until_closed, args=(shim_connection, _stop), daemon=True).start()
+    _in_background(_names("PROVIDERPRELOAD"))
+    import runpy
+
+    from pulumi.runtime.proto import provider_pb2_grpc as grpc_stubs
+
+    register = grpc_stubs.add_ResourceProviderServicer_to_server
+
+    def register_with_prestart(servicer, server):
+        declined = servicer.Invoke
+
+        def invoke(request, context):
+            if request.tok == "pulumi-python:dynamic:prestart-update":
+                _in_background(_names("PROVIDERPRELOADUPDATE"))
+            return declined(request, context)
+
+        servicer.Invoke = invoke
+        return register(servicer, server)
+
+    grpc_stubs.add_ResourceProviderServicer_to_server = register_with_prestart
+    sys.argv = ["pulumi.dynamic", *argv]
+    runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
+
+
+def _until_closed(conn, then):
+    try:
+        while conn.recv(1 << 10):
+            pass
+    except OSError:
+        pass
+    then()
+
+
+def hand_to_zygote(argv, script):
+    """Have this engine's provider zygote fork the provider; this process then stays its
+    stand-in and never returns. Returns (False, why) when there is no zygote or it refuses."""
+    engine = _parent_of(os.getppid())  # the engine runs the shell shim, which runs this
+    if engine is None:
+        return False, "no engine"
+    path = zygote_path(engine, sys.prefix, os.getcwd())
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False, "no zygote"
+    if st.st_uid != os.getuid():
+        return False, "the zygote's socket is another user's"
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if peer[1] != os.getuid():
+            return False, "the zygote is another user's"
+        body = json.dumps({"argv": list(argv), "environ": dict(os.environ), "cwd": os.getcwd(),
+                           "script": script}).encode()
+        socket.send_fds(conn, [struct.pack(">I", len(body)) + body], [0, 1, 2])
+        conn.settimeout(ZYGOTE_REPLY_TIMEOUT)
+        lines = conn.makefile("rb")
+        reply = json.loads(lines.readline() or b"{}")
+    except (OSError, ValueError):
+        conn.close()
+        return False, "the zygote did not answer"
+    if not reply.get("ok") or not isinstance(reply.get("pid"), int):
+        conn.close()
+        return False, reply.get("why", "the zygote declined")
+    conn.settimeout(None)
+    _stand_in(engine, reply["pid"], conn, lines)
+    return True, ""  # not reached
+
+
+def _stand_in(engine, provider, conn, lines):
+    """The shim of a forked provider: the engine's signals go to the provider, the engine's end
+    ends the provider (the connection closes), and the provider's exit is this process's."""
+
+    def forward(signum, _frame):
+        try:
+            os.kill(provider, signum)
+        except OSError:
+            pass
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    shim = os.getppid()
+
+    def watch():
+        while not threading.Event().wait(POLL_INTERVAL):
+            if os.getppid() != shim or _parent_of(shim) != engine:
+                os._exit(1)  # the connection closes with this process: the provider's lifeline
+
+    threading.Thread(target=watch, daemon=True).start()
+    code = 1
+    try:
+        for line in lines:
+            message = json.loads(line)
+            if "exit" in message:
+                code = int(message["exit"])
+                break
+    except (OSError, ValueError):
+        pass
+    os._exit(code)
+
+
+def main():
+    """The shim's: `__file__` is this file, which the shim names (and execs)."""
+    if os.environ.get("EVENTBUS_PROVIDER_FORK", "1") != "0":
+        hand_to_zygote(sys.argv[1:], __file__)
+    serve(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
