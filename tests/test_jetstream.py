@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import nats
 import nats.js.errors
 import pytest
 
-from components.jetstream.client import ConnectionSettings, JetStream, connect_quickly, jetstream_error
-from components.jetstream.errors import NatsConnectionError, NoStreamForSubject, StreamNotFound
+from components.jetstream.client import (
+    ConnectionSettings,
+    JetStream,
+    connect_quickly,
+    jetstream_error,
+    store_not_created,
+)
+from components.jetstream.errors import JetStreamAPIError, NatsConnectionError, NoStreamForSubject, StreamNotFound
 from components.jetstream.live import LiveConsumer, LiveStream
 from tests.harness import NatsServer
 from tests.proxy import CUT_AFTER, FORWARD, ApiProxy
@@ -93,3 +100,43 @@ def test_live_state_parsed_from_real_replies_counts_unprocessed_once(js: JetStre
     assert worker.reads("events.a.9", stream.subjects) and not worker.reads("events.b.0", stream.subjects)
     unfiltered = LiveConsumer.from_info({"name": "all", "config": {}})
     assert unfiltered.reading(stream.subjects) == ("events.>",)
+
+
+def test_a_create_that_meets_a_store_the_server_cannot_make_is_tried_again(tmp_path: Path) -> None:
+    # The server's own race: it removes an account's emptied store directories in the background
+    # after the last stream is deleted, and a create meeting that removal cannot make its store.
+    # Made lasting here until the server's cleanup of the failed create removes it: the account's
+    # directory is a file.
+    server = NatsServer(tmp_path, name="store").start()
+    try:
+        js = JetStream(ConnectionSettings(servers=server.url))
+        js.stream_create({"name": "FIRST", "subjects": ["first.>"], "storage": "file"})
+        js.stream_delete("FIRST")
+        account = server.store / "jetstream" / "$G"
+        deadline = time.monotonic() + 5
+        while account.exists() and time.monotonic() < deadline:
+            try:
+                for child in sorted(account.rglob("*"), reverse=True):
+                    child.rmdir() if child.is_dir() else child.unlink()
+                account.rmdir()
+            except OSError:
+                time.sleep(0.01)
+        account.write_text("in the way")
+
+        info = js.stream_create({"name": "SECOND", "subjects": ["second.>"], "storage": "file"})
+
+        assert info["config"]["name"] == "SECOND"
+        assert "Stream create failed for '$G > SECOND'" in server.log.read_text(), "the first try did not meet the fault"
+        assert js.stream_names() == ["SECOND"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("err_code", "description", "again"), [
+    (10049, "error creating store for stream", True),
+    (10049, "Error creating store for stream: could not create storage directory", True),
+    (10049, "stream name is too long", False),
+    (10065, "subjects overlap with an existing stream", False),
+])
+def test_only_a_store_the_server_could_not_make_is_tried_again(err_code: int, description: str, again: bool) -> None:
+    assert store_not_created(JetStreamAPIError(description, err_code=err_code)) is again

@@ -16,6 +16,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -46,6 +47,24 @@ NO_MESSAGE = 10037
 
 #: Request timeout for one JetStream API call, seconds.
 API_TIMEOUT = 10.0
+
+#: err_code of a stream create the server could not complete; with STORE_NOT_CREATED in its
+#: description, the server could not make the stream's directory.
+STREAM_CREATE_FAILED = 10049
+STORE_NOT_CREATED = "error creating store"
+#: How often a create whose store the server could not make is tried, and the pause between tries.
+#: nats-server removes an account's emptied store directories in the background after its last
+#: stream is deleted (stream.go, stop), without ordering it against the API reply: a create that
+#: meets that removal fails ("could not create storage directory" in the server's log). A failed
+#: create leaves no stream behind, so trying again is safe; a lasting failure (a full or read-only
+#: disk) is raised after the last try.
+STORE_TRIES = 5
+STORE_PAUSE = 0.05
+
+
+def store_not_created(exc: JetStreamAPIError) -> bool:
+    """True when the server refused a stream create because it could not make the stream's store."""
+    return exc.err_code == STREAM_CREATE_FAILED and STORE_NOT_CREATED in exc.description.lower()
 
 
 class _Loop:
@@ -351,8 +370,19 @@ class JetStream:
             return None
 
     def stream_create(self, config: dict) -> dict:
+        """Create the stream; a create that meets the server's removal of emptied store
+        directories is tried again (STORE_TRIES)."""
         name = config["name"]
-        return self.request(f"$JS.API.STREAM.CREATE.{name}", self._pedantic(config), stream=name)
+        body = self._pedantic(config)
+        tries = 1
+        while True:
+            try:
+                return self.request(f"$JS.API.STREAM.CREATE.{name}", body, stream=name)
+            except JetStreamAPIError as exc:
+                if tries >= STORE_TRIES or not store_not_created(exc):
+                    raise
+            tries += 1
+            time.sleep(STORE_PAUSE)
 
     def stream_update(self, config: dict) -> dict:
         name = config["name"]

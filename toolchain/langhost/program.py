@@ -25,8 +25,9 @@ A warm program also forks, once its modules are imported and before it takes a r
 provider zygote (`_fork_provider_zygote`): the dynamic-provider shim of scripts/toolchain.sh
 hands it the provider the engine starts, and it forks one with the SDK and the program's
 modules already loaded (toolchain/provider.py, which EVENTBUS_PROVIDER_SCRIPT names, says how;
-EVENTBUS_PROVIDER_FORK=0 turns it off). It never holds the stack's config: it is forked before
-the run brings it. It serves every provider of its engine's command, one fork each, and ends
+EVENTBUS_PROVIDER_FORK=0 turns it off). Its socket is bound as the warm program starts
+(`_bind_provider_zygote`), so a provider the engine starts while the imports run waits for
+them. It never holds the stack's config: it is forked before the run brings it. It serves every provider of its engine's command, one fork each, and ends
 when the engine is gone or after ZYGOTE_IDLE without one.
 
 Either way the run itself (`run`) is the same. An engine cancel (SIGINT) ends the program
