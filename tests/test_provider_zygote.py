@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -80,19 +83,22 @@ def test_the_environment_may_differ_only_in_the_engines_and_hosts_own_variables(
     assert differs(ours, {"PATH": "/bin", "PULUMI_RUNTIME_VIRTUALENV": ".venv"}) == []
     assert differs(ours, {"PATH": "/bin", "PYTHONPATH": "/elsewhere"}) == ["PYTHONPATH"]
     assert differs(ours, {"PATH": "/usr/bin", "NATS_URL": "nats://x"}) == ["NATS_URL", "PATH"]
+    # A shell's own bookkeeping (bash as /bin/sh counts SHLVL, sets _): the working directory is compared apart.
+    assert differs({**ours, "SHLVL": "1"}, {"PATH": "/bin", "SHLVL": "2", "_": "/usr/bin/python", "PWD": "/x"}) == []
 
 
 # -- the shim and the zygote under a stand-in engine ----------------------------------------------
 
 #: A stand-in engine: once the file GO names exists, starts the provider shim as the engine does
-#: (its own process group, the engine's address as argument), tells the shim's pid, and stays.
+#: (its own process group in the engine's session, the engine's address as argument), tells the
+#: shim's pid, and stays.
 ENGINE = """
 import subprocess, sys, time
 from pathlib import Path
 go, deadline = Path(sys.argv[2]), time.monotonic() + 30
 while not go.exists() and time.monotonic() < deadline:
     time.sleep(0.02)
-shim = subprocess.Popen([sys.argv[1], "127.0.0.1:1"], start_new_session=True)
+shim = subprocess.Popen([sys.argv[1], "127.0.0.1:1"], process_group=0)
 print(shim.pid, flush=True)
 time.sleep(60)
 """
@@ -103,13 +109,15 @@ class Stage:
     zygote on), and the provider shim the engine starts; the shim's provider preloads
     HOLD_WRITE_LOCK, which holds the stream write lock until the file `release` exists."""
 
-    def __init__(self, tmp: Path, shim_env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, shim_env: dict[str, str] | None = None, *, start_shim: bool = True) -> None:
+        self.tmp = tmp
         (tmp / "hold_write_lock.py").write_text(HOLD_WRITE_LOCK)
         self.held, self.release, go = tmp / "held", tmp / "release", tmp / "go"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "EVENTBUS_"))}
         env.update({"HELD": str(self.held), "RELEASE": str(self.release), "PYTHONPATH": f"{tmp}:{ROOT}",
                     "PWD": str(tmp),  # as the shim's shell sets it
                     "PULUMI_RUNTIME_PROVIDERPRELOAD": "hold_write_lock"})
+        self.env = {**env, **(shim_env or {})}
         (tmp / "engine.py").write_text(ENGINE)
         self.engine = subprocess.Popen([sys.executable, str(tmp / "engine.py"),
                                         str(VENV_BIN / "pulumi-resource-pulumi-python"), str(go)],
@@ -121,11 +129,14 @@ class Stage:
         self.warm = subprocess.Popen(
             [str(VENV_BIN / "python"), "-u", "-c", PROGRAM_PY.read_text(), "--warm", str(tmp / "warm.sock"),
              str(listener.fileno()), str(self.engine.pid), "json", str(tmp)],
-            cwd=tmp, env={**env, "EVENTBUS_PROVIDER_SCRIPT": str(PROVIDER_PY)}, start_new_session=True,
+            cwd=tmp, env={**env, "EVENTBUS_PROVIDER_SCRIPT": str(PROVIDER_PY)}, process_group=0,
             pass_fds=(listener.fileno(),))
         listener.close()
         self.zygote = 0
+        self.shim = 0
         assert wait_until(self._find_zygote, 10), "the warm program forked no zygote"
+        if not start_shim:
+            return
         go.touch()
         assert self.engine.stdout is not None
         self.shim = int(self.engine.stdout.readline())
@@ -139,14 +150,49 @@ class Stage:
     def forked(self) -> list[int]:
         return [pid for pid in processes() if lifeline.parent_of(pid) == self.zygote and comm(pid) == "provider-forked"]
 
+    def hand(self, env: dict[str, str] | None = None, body: bytes | None = None) -> tuple[socket.socket, int]:
+        """Connect to the zygote as a shim does, with /dev/null as standard input and the write end
+        of a pipe as standard output and error: the connection, and the pipe's read end."""
+        read_end, write_end = os.pipe()
+        null = os.open(os.devnull, os.O_RDONLY)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(str(self.socket))
+        if body is None:
+            body = json.dumps({"argv": ["127.0.0.1:1"], "environ": env or self.env, "cwd": str(self.tmp),
+                               "script": str(PROVIDER_PY), "pgid": os.getpgid(0)}).encode()
+        socket.send_fds(conn, [struct.pack(">I", len(body)) + body], [null, write_end, write_end])
+        os.close(write_end)
+        os.close(null)
+        conn.settimeout(10)
+        return conn, read_end
+
     def close(self) -> None:
         self.release.touch()
-        for proc in (self.engine, self.warm):
-            proc.kill()
-            proc.wait(10)
+        self.engine.kill()
+        self.engine.wait(10)
+        wait_until(lambda: not alive(self.zygote), 3)  # it leaves with its engine, and removes its socket
+        self.warm.kill()
+        self.warm.wait(10)
         for pid in [self.shim, self.zygote, *self.forked()]:
             if pid and alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def read_to_end(fd: int, within: float) -> bytes | None:
+    """What the pipe's read end `fd` gives until every writer has closed it, or None when one still
+    holds it open after `within` seconds. Closes `fd`."""
+    data = b""
+    deadline = time.monotonic() + within
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([fd], [], [], left)[0]:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return data
+                data += chunk
+        return None
+    finally:
+        os.close(fd)
 
 
 def comm(pid: int) -> str:
@@ -165,6 +211,7 @@ def test_the_engines_sigint_reaches_the_forked_provider_which_leaves_after_the_w
         provider = stage.forked()
         assert len(provider) == 1, "the zygote forked no provider"
         assert wait_until(stage.held.exists, 10), "the provider did not preload its modules"
+        assert os.getpgid(provider[0]) == stage.shim, "the provider is not in the group the engine signals"
         os.killpg(stage.shim, signal.SIGINT)  # how the engine stops its plugins after every command
         assert not wait_until(lambda: not alive(provider[0]), 0.5), "the provider left with a write in flight"
         assert alive(stage.shim), "the shim left before its provider"
@@ -202,5 +249,50 @@ def test_a_shim_whose_environment_differs_is_refused_and_serves_the_provider_its
         assert stage.forked() == []
         assert wait_until(stage.held.exists, 10), "the shim's own provider did not preload its modules"
         assert alive(stage.zygote)
+    finally:
+        stage.close()
+
+
+def test_a_provider_forked_for_a_shim_that_gave_up_leaves_without_a_word_and_closes_its_streams(
+        tmp_path: Path) -> None:
+    stage = Stage(tmp_path, start_shim=False)
+    try:
+        conn, output = stage.hand()
+        conn.close()  # gave up waiting (the shim's ZYGOTE_REPLY_TIMEOUT), before the answer
+        assert read_to_end(output, 5) == b"", "something still holds the streams the engine reads"
+        assert wait_until(lambda: not stage.forked(), 5)
+        assert alive(stage.zygote)
+    finally:
+        stage.close()
+
+
+def test_a_refused_shim_that_has_gone_gets_its_streams_closed(tmp_path: Path) -> None:
+    stage = Stage(tmp_path, start_shim=False)
+    try:
+        conn, output = stage.hand(env={**stage.env, "NATS_URL": "nats://elsewhere:4222"})
+        conn.close()
+        assert read_to_end(output, 5) == b""
+        assert alive(stage.zygote)
+    finally:
+        stage.close()
+
+
+def test_a_malformed_request_leaves_the_zygote_serving_the_next_shim(tmp_path: Path) -> None:
+    stage = Stage(tmp_path, start_shim=False)
+    try:
+        conn, output = stage.hand(body=b"[1, 2]")
+        assert conn.recv(1 << 10) == b"", "a request that is not a JSON object was answered"
+        conn.close()
+        assert read_to_end(output, 5) == b""
+
+        conn, output = stage.hand()
+        reply = json.loads(conn.makefile("rb").readline())
+        assert reply["ok"] is True and stage.forked() == [reply["pid"]]
+        conn.sendall(b"go\n")
+        assert select.select([output], [], [], 10)[0], "the forked provider printed no port"
+        assert os.read(output, 64).strip().isdigit()
+        stage.release.touch()
+        conn.close()  # the shim gone: the provider leaves, closing the streams it printed its port on
+        assert read_to_end(output, LEAVES_AFTER_THE_WRITE) == b""
     finally:
         stage.close()

@@ -7,15 +7,18 @@ It is the provider one of two ways:
 - **Forked.** When this engine's warm program (toolchain/langhost/program.py) has imported the
   SDK and the program's modules, it forks a provider zygote that listens on a socket of its own
   (`zygote_path`). The shim hands it this process's arguments, environment, working directory
-  and standard streams (a 4-byte big-endian length, JSON {argv, environ, cwd, script}, and
-  descriptors 0-2 as SCM_RIGHTS); the zygote forks a provider that runs `serve` with them, and
-  answers one JSON line, {"ok": true, "pid": ...} or {"ok": false, "why": ...}. The provider
-  then starts in a few tens of milliseconds instead of a new interpreter importing the SDK (about
-  0.4 s, on the path of every command), with the project's modules already loaded. The shim
-  stays as the engine's plugin process: it forwards the engine's SIGINT/SIGTERM to the provider,
-  leaves (closing the connection) when its engine is gone, and exits with the code the provider
-  reports ({"exit": code}), or 1 when the provider is gone without one. The provider's lifeline
-  is that connection: when the shim is gone, it exits once a stream write in flight has ended.
+  and standard streams (a 4-byte big-endian length, JSON {argv, environ, cwd, script, pgid}, and
+  descriptors 0-2 as SCM_RIGHTS). The zygote refuses ({"ok": false, "why": ...}) or forks a
+  provider, which answers {"ok": true, "pid": ...} and waits for the shim's "go" line before it
+  touches the shim's streams (a shim that gave up waiting has closed the connection: the provider
+  then leaves without a word), joins the shim's process group (the engine signals the group) and
+  runs `serve`. The provider then starts in a few tens of milliseconds instead of a new
+  interpreter importing the SDK (about 0.4 s, on the path of every command), with the project's
+  modules already loaded. The shim stays as the engine's plugin process: it forwards SIGINT and
+  SIGTERM sent to it alone, leaves (closing the connection) when its engine is gone, and exits
+  with the code the provider reports ({"exit": code}), or 1 when the provider is gone without
+  one. The provider's lifeline is that connection: when the shim is gone, it exits once a stream
+  write in flight has ended.
 - **Here.** Without a zygote (no warm program: a cold run, another toolchain, an environment the
   zygote refuses), this process is the provider, as before: `serve` with the shim as its parent.
 
@@ -42,9 +45,11 @@ POLL_INTERVAL = 0.5
 #: before it starts the provider here.
 ZYGOTE_REPLY_TIMEOUT = 10.0
 #: Environment variables that may differ between the zygote (the language host's environment)
-#: and the provider the engine starts: the engine and the host add their own. Any other
-#: difference (PYTHONPATH, a virtualenv, NATS_*) makes the zygote refuse.
+#: and the provider the engine starts: the engine and the host add their own, and a shell keeps
+#: its own bookkeeping (bash as /bin/sh counts SHLVL and sets `_`; the working directory itself
+#: is compared). Any other difference (PYTHONPATH, a virtualenv, NATS_*) makes the zygote refuse.
 OWN_PREFIXES = ("PULUMI_", "EVENTBUS_")
+SHELL_OWN = frozenset({"_", "SHLVL", "PWD", "OLDPWD"})
 
 
 def zygote_path(engine, prefix, cwd):
@@ -61,9 +66,10 @@ def _tempdir():
 
 
 def environment_differs(ours, theirs):
-    """The keys, outside OWN_PREFIXES, whose values differ between two environments."""
+    """The keys, outside OWN_PREFIXES and SHELL_OWN, whose values differ between two environments."""
     keys = set(ours) | set(theirs)
-    return sorted(k for k in keys if not k.startswith(OWN_PREFIXES) and ours.get(k) != theirs.get(k))
+    return sorted(k for k in keys
+                  if not k.startswith(OWN_PREFIXES) and k not in SHELL_OWN and ours.get(k) != theirs.get(k))
 
 
 def _parent_of(pid):
@@ -164,17 +170,18 @@ def hand_to_zygote(argv, script):
         if peer[1] != os.getuid():
             return False, "the zygote is another user's"
         body = json.dumps({"argv": list(argv), "environ": dict(os.environ), "cwd": os.getcwd(),
-                           "script": script}).encode()
+                           "script": script, "pgid": os.getpgid(0)}).encode()
         socket.send_fds(conn, [struct.pack(">I", len(body)) + body], [0, 1, 2])
         conn.settimeout(ZYGOTE_REPLY_TIMEOUT)
         lines = conn.makefile("rb")
         reply = json.loads(lines.readline() or b"{}")
+        if not isinstance(reply, dict) or not reply.get("ok") or not isinstance(reply.get("pid"), int):
+            conn.close()
+            return False, reply.get("why", "the zygote declined") if isinstance(reply, dict) else "no answer"
+        conn.sendall(b"go\n")  # the provider touches none of this process's streams before it
     except (OSError, ValueError):
-        conn.close()
+        conn.close()  # a provider forked for it leaves without a word: it waits for "go"
         return False, "the zygote did not answer"
-    if not reply.get("ok") or not isinstance(reply.get("pid"), int):
-        conn.close()
-        return False, reply.get("why", "the zygote declined")
     conn.settimeout(None)
     _stand_in(engine, reply["pid"], conn, lines)
     return True, ""  # not reached
@@ -213,7 +220,10 @@ def _stand_in(engine, provider, conn, lines):
 
 
 def main():
-    """The shim's: `__file__` is this file, which the shim names (and execs)."""
+    """The shim's: `__file__` is this file, which the shim names (and execs). An engine's SIGINT
+    before a provider serves ends this process quietly (and a provider forked for it, which then
+    finds the connection closed)."""
+    signal.signal(signal.SIGINT, _stop)
     if os.environ.get("EVENTBUS_PROVIDER_FORK", "1") != "0":
         hand_to_zygote(sys.argv[1:], __file__)
     serve(sys.argv[1:])

@@ -60,6 +60,9 @@ LOG_FLUSH_TIMEOUT = 10.0
 WARM_IDLE = 60.0
 #: How long a provider zygote waits for the next provider before it ends.
 ZYGOTE_IDLE = 600.0
+#: The longest request a warm program or zygote reads, and how long a zygote waits for one.
+MAX_REQUEST = 1 << 20
+REQUEST_TIMEOUT = 5.0
 #: What `ps` shows as the command of a provider zygote, and of a provider it forked.
 ZYGOTE_NAME = "provider-zygote"
 FORKED_PROVIDER_NAME = "provider-forked"
@@ -137,28 +140,38 @@ def _report_exit_on(conn):
     os._exit = exit_reporting
 
 
-def _receive(conn, fd_count):
-    """One request: a 4-byte big-endian length and JSON, with fd_count SCM_RIGHTS descriptors.
-    None (and no descriptor left open) when it is not that."""
+def _receive(conn, fd_count, deadline=None):
+    """One request: a 4-byte big-endian length and a JSON object (at most MAX_REQUEST bytes), with
+    fd_count SCM_RIGHTS descriptors, complete before `deadline` (time.monotonic()) when given.
+    (None, []) and no descriptor left open when it is not that."""
     import json
     import socket
     import struct
+    import time
 
     data, fds, _, _ = socket.recv_fds(conn, 1 << 16, fd_count)
-    if len(data) < 4 or len(fds) != fd_count:
+    try:
+        if len(data) < 4 or len(fds) != fd_count:
+            raise ValueError("not a request")
+        need = struct.unpack(">I", data[:4])[0]
+        if need > MAX_REQUEST:
+            raise ValueError("request too long")
+        data = data[4:]
+        while len(data) < need:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("request too slow")
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                raise ValueError("request cut short")
+            data += chunk
+        request = json.loads(data)
+        if not isinstance(request, dict):
+            raise ValueError("not a JSON object")
+        return request, fds
+    except (OSError, ValueError):
         for fd in fds:
             os.close(fd)
         return None, []
-    need = struct.unpack(">I", data[:4])[0]
-    data = data[4:]
-    while len(data) < need:
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            for fd in fds:
-                os.close(fd)
-            return None, []
-        data += chunk
-    return json.loads(data), fds
 
 
 def _bind_provider_zygote(engine):
@@ -228,13 +241,12 @@ def _name_process(name):
 
 
 def _zygote(listener, path, engine, provider):
-    import socket
-    import struct
     import time
 
     _name_process(ZYGOTE_NAME)
     listener.settimeout(POLL_INTERVAL)
     ours = os.stat(path).st_ino
+    _sweep_sockets(provider)
     children = set()
     last = time.monotonic()
     while _engine_alive(engine) and time.monotonic() - last < ZYGOTE_IDLE:
@@ -250,25 +262,10 @@ def _zygote(listener, path, engine, provider):
             continue
         last = time.monotonic()
         try:
-            peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-            if peer[1] != os.getuid():
-                continue
-            conn.settimeout(POLL_INTERVAL * 10)
-            request, fds = _receive(conn, 3)
-            if request is None:
-                continue
-            why = _refusal(request, provider)
-            if why:
-                _send(conn, {"ok": False, "why": why})
-            else:
-                pid = os.fork()
-                if pid == 0:
-                    listener.close()
-                    _become_provider(conn, fds, request, provider)
+            pid = _serve_request(conn, listener, provider)
+            if pid:
                 children.add(pid)
-            for fd in fds:
-                os.close(fd)
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - one bad request ends that request, not the zygote
             pass
         finally:
             conn.close()
@@ -279,11 +276,58 @@ def _zygote(listener, path, engine, provider):
         pass
 
 
+def _serve_request(conn, listener, provider):
+    """Answer one shim: refuse it, or fork its provider (the child's pid). The shim's descriptors
+    are closed here whatever happens: held open, they would keep the engine waiting for the end of
+    its plugin's output."""
+    import socket
+    import struct
+    import time
+
+    peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    if peer[1] != os.getuid():
+        return 0
+    conn.settimeout(REQUEST_TIMEOUT)
+    request, fds = _receive(conn, 3, deadline=time.monotonic() + REQUEST_TIMEOUT)
+    try:
+        if request is None:
+            return 0
+        why = _refusal(request, provider)
+        if why:
+            _send(conn, {"ok": False, "why": why})
+            return 0
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            _become_provider(conn, fds, request, provider)
+        return pid
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _sweep_sockets(provider):
+    """Remove this user's zygote sockets whose engine is gone (a zygote that was killed leaves its
+    socket behind)."""
+    import glob
+
+    pattern = provider["zygote_path"]("*", "", "").rsplit("-", 1)[0] + "-*.sock"
+    for name in glob.glob(pattern):
+        try:
+            engine = int(os.path.basename(name).split("-")[2])
+            if os.lstat(name).st_uid == os.getuid() and not _engine_alive(engine):
+                os.unlink(name)
+        except (OSError, ValueError, IndexError):
+            continue
+
+
 def _refusal(request, provider):
     """Why this zygote does not fork the provider the request describes, or ''."""
-    if os.path.realpath(request.get("cwd", "")) != os.path.realpath(os.getcwd()):
+    if not isinstance(request.get("cwd"), str) or not isinstance(request.get("environ"), dict):
+        return "malformed request"
+    if os.path.realpath(request["cwd"]) != os.path.realpath(os.getcwd()):
         return "working directory differs"
-    differ = provider["environment_differs"](dict(os.environ), dict(request.get("environ", {})))
+    differ = provider["environment_differs"](dict(os.environ), request["environ"])
     if differ:
         return "environment differs: " + ", ".join(differ[:5])
     if not isinstance(request.get("argv"), list):
@@ -294,20 +338,38 @@ def _refusal(request, provider):
 
 
 def _become_provider(conn, fds, request, provider):
-    """In the zygote's child: take the shim's standard streams and environment, and serve."""
+    """In the zygote's child: answer the shim with this pid, and once the shim says "go" (a shim
+    that gave up waiting has closed the connection instead: then leave, touching none of its
+    streams), join the shim's process group (the engine signals the group), take its standard
+    streams and environment, and serve."""
+    import signal
+
+    signal.signal(signal.SIGINT, provider["_stop"])
     try:
         _name_process(FORKED_PROVIDER_NAME)
+        conn.settimeout(REQUEST_TIMEOUT)
+        _send(conn, {"ok": True, "pid": os.getpid()})
+        if conn.recv(3) != b"go\n":
+            os._exit(0)
+        conn.settimeout(None)
+    except OSError:
+        os._exit(0)
+    try:
+        try:
+            os.setpgid(0, int(request.get("pgid", 0)))
+        except (OSError, ValueError, TypeError):
+            pass
         for fd, target in zip(fds, (0, 1, 2), strict=True):
             os.dup2(fd, target)
-            os.close(fd)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
         os.environ.clear()
         os.environ.update(request["environ"])
-        conn.settimeout(None)
         _report_exit_on(conn)
-        _send(conn, {"ok": True, "pid": os.getpid()})
         provider["serve"](request["argv"], shim_connection=conn)
     except SystemExit as exc:
-        os._exit(exc.code if isinstance(exc.code, int) else 1)
+        os._exit(exc.code if isinstance(exc.code, int) else int(exc.code is not None))
     except BaseException:  # noqa: BLE001 - reported through the exit code, as a provider that died
         import traceback
 
