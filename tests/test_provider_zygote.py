@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.pulumi import lifeline
 from tests.harness import ROOT, VENV_BIN, PulumiProject, marked_processes
@@ -75,6 +76,29 @@ def test_eventbus_provider_fork_0_starts_the_provider_in_its_shim(noting: Pulumi
     created = notes(noting)
     assert created
     assert all(note["comm"] != "provider-forked" and note["marker"] is False for note in created)
+
+
+#: Imports the modules given as arguments, then prints what a fork of this process would copy
+#: half-working: other threads, and open sockets.
+FORK_STATE = """
+import importlib, json, os, sys, threading
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+links = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
+print(json.dumps({"threads": threading.active_count(), "sockets": [link for link in links if link.startswith("socket:")]}))
+"""
+
+
+@pytest.mark.parametrize("program", [ROOT, ROOT / "benchmarks" / "scale_program", PROGRAM],
+                         ids=["project", "scale_program", "provider_fork"])
+def test_what_the_program_preloads_leaves_nothing_that_a_fork_would_break(program: Path, tmp_path: Path) -> None:
+    names = yaml.safe_load((program / "Pulumi.yaml").read_text())["runtime"]["options"]["programPreload"].split()
+    (tmp_path / "provider_fork_marker.py").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG")}
+    env["PYTHONPATH"] = f"{tmp_path}:{ROOT}"
+    done = subprocess.run([str(VENV_BIN / "python"), "-c", FORK_STATE, *names], capture_output=True, text=True,
+                          timeout=60, check=True, cwd=ROOT, env=env)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"threads": 1, "sockets": []}
 
 
 def test_the_environment_may_differ_only_in_the_engines_and_hosts_own_variables() -> None:
