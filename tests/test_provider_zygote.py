@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -277,46 +278,44 @@ def test_a_shim_whose_environment_differs_is_refused_and_serves_the_provider_its
         stage.close()
 
 
+@pytest.fixture
+def shimless(tmp_path: Path) -> Iterator[Stage]:
+    """A Stage whose engine starts no shim: the test talks to the zygote as a shim would."""
+    stage = Stage(tmp_path, start_shim=False)
+    try:
+        yield stage
+    finally:
+        stage.close()
+
+
 def test_a_provider_forked_for_a_shim_that_gave_up_leaves_without_a_word_and_closes_its_streams(
-        tmp_path: Path) -> None:
-    stage = Stage(tmp_path, start_shim=False)
-    try:
-        conn, output = stage.hand()
-        conn.close()  # gave up waiting (the shim's ZYGOTE_REPLY_TIMEOUT), before the answer
-        assert read_to_end(output, 5) == b"", "something still holds the streams the engine reads"
-        assert wait_until(lambda: not stage.forked(), 5)
-        assert alive(stage.zygote)
-    finally:
-        stage.close()
+        shimless: Stage) -> None:
+    conn, output = shimless.hand()
+    conn.close()  # gave up waiting (the shim's ZYGOTE_REPLY_TIMEOUT), before the answer
+    assert read_to_end(output, 5) == b"", "something still holds the streams the engine reads"
+    assert wait_until(lambda: not shimless.forked(), 5)
+    assert alive(shimless.zygote)
 
 
-def test_a_refused_shim_that_has_gone_gets_its_streams_closed(tmp_path: Path) -> None:
-    stage = Stage(tmp_path, start_shim=False)
-    try:
-        conn, output = stage.hand(env={**stage.env, "NATS_URL": "nats://elsewhere:4222"})
-        conn.close()
-        assert read_to_end(output, 5) == b""
-        assert alive(stage.zygote)
-    finally:
-        stage.close()
+def test_a_refused_shim_that_has_gone_gets_its_streams_closed(shimless: Stage) -> None:
+    conn, output = shimless.hand(env={**shimless.env, "NATS_URL": "nats://elsewhere:4222"})
+    conn.close()
+    assert read_to_end(output, 5) == b""
+    assert alive(shimless.zygote)
 
 
-def test_a_malformed_request_leaves_the_zygote_serving_the_next_shim(tmp_path: Path) -> None:
-    stage = Stage(tmp_path, start_shim=False)
-    try:
-        conn, output = stage.hand(body=b"[1, 2]")
-        assert conn.recv(1 << 10) == b"", "a request that is not a JSON object was answered"
-        conn.close()
-        assert read_to_end(output, 5) == b""
+def test_a_malformed_request_leaves_the_zygote_serving_the_next_shim(shimless: Stage) -> None:
+    conn, output = shimless.hand(body=b"[1, 2]")
+    assert conn.recv(1 << 10) == b"", "a request that is not a JSON object was answered"
+    conn.close()
+    assert read_to_end(output, 5) == b""
 
-        conn, output = stage.hand()
-        reply = json.loads(conn.makefile("rb").readline())
-        assert reply["ok"] is True and stage.forked() == [reply["pid"]]
-        conn.sendall(b"go\n")
-        assert select.select([output], [], [], 10)[0], "the forked provider printed no port"
-        assert os.read(output, 64).strip().isdigit()
-        stage.release.touch()
-        conn.close()  # the shim gone: the provider leaves, closing the streams it printed its port on
-        assert read_to_end(output, LEAVES_AFTER_THE_WRITE) == b""
-    finally:
-        stage.close()
+    conn, output = shimless.hand()
+    reply = json.loads(conn.makefile("rb").readline())
+    assert reply["ok"] is True and shimless.forked() == [reply["pid"]]
+    conn.sendall(b"go\n")
+    assert select.select([output], [], [], 10)[0], "the forked provider printed no port"
+    assert os.read(output, 64).strip().isdigit()
+    shimless.release.touch()
+    conn.close()  # the shim gone: the provider leaves, closing the streams it printed its port on
+    assert read_to_end(output, LEAVES_AFTER_THE_WRITE) == b""

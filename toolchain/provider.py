@@ -152,23 +152,23 @@ def _until_closed(conn, then):
 
 def hand_to_zygote(argv, script):
     """Have this engine's provider zygote fork the provider; this process then stays its
-    stand-in and never returns. Returns (False, why) when there is no zygote or it refuses."""
+    stand-in and never returns. Returns why not when there is no zygote or it refuses."""
     engine = _parent_of(os.getppid())  # the engine runs the shell shim, which runs this
     if engine is None:
-        return False, "no engine"
+        return "no engine"
     path = zygote_path(engine, sys.prefix, os.getcwd())
     try:
         st = os.lstat(path)
     except OSError:
-        return False, "no zygote"
+        return "no zygote"
     if st.st_uid != os.getuid():
-        return False, "the zygote's socket is another user's"
+        return "the zygote's socket is another user's"
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
         peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
         if peer[1] != os.getuid():
-            return False, "the zygote is another user's"
+            return "the zygote is another user's"
         body = json.dumps({"argv": list(argv), "environ": dict(os.environ), "cwd": os.getcwd(),
                            "script": script, "pgid": os.getpgid(0)}).encode()
         socket.send_fds(conn, [struct.pack(">I", len(body)) + body], [0, 1, 2])
@@ -177,14 +177,13 @@ def hand_to_zygote(argv, script):
         reply = json.loads(lines.readline() or b"{}")
         if not isinstance(reply, dict) or not reply.get("ok") or not isinstance(reply.get("pid"), int):
             conn.close()
-            return False, reply.get("why", "the zygote declined") if isinstance(reply, dict) else "no answer"
+            return reply.get("why", "the zygote declined") if isinstance(reply, dict) else "no answer"
         conn.sendall(b"go\n")  # the provider touches none of this process's streams before it
     except (OSError, ValueError):
         conn.close()  # a provider forked for it leaves without a word: it waits for "go"
-        return False, "the zygote did not answer"
+        return "the zygote did not answer"
     conn.settimeout(None)
-    _stand_in(engine, reply["pid"], conn, lines)
-    return True, ""  # not reached
+    _stand_in(engine, reply["pid"], conn, lines)  # never returns
 
 
 def _stand_in(engine, provider, conn, lines):

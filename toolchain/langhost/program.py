@@ -27,8 +27,9 @@ hands it the provider the engine starts, and it forks one with the SDK and the p
 modules already loaded (toolchain/provider.py, which EVENTBUS_PROVIDER_SCRIPT names, says how;
 EVENTBUS_PROVIDER_FORK=0 turns it off). Its socket is bound as the warm program starts
 (`_bind_provider_zygote`), so a provider the engine starts while the imports run waits for
-them. It never holds the stack's config: it is forked before the run brings it. It serves every provider of its engine's command, one fork each, and ends
-when the engine is gone or after ZYGOTE_IDLE without one.
+them. It never holds the stack's config: it is forked before the run brings it. It serves every
+provider of its engine's command, one fork each, and ends when the engine is gone or after
+ZYGOTE_IDLE without one.
 
 Either way the run itself (`run`) is the same. An engine cancel (SIGINT) ends the program
 quietly, with the exec script's bail code, instead of a KeyboardInterrupt traceback. The SDK
@@ -323,15 +324,14 @@ def _sweep_sockets(provider):
 
 def _refusal(request, provider):
     """Why this zygote does not fork the provider the request describes, or ''."""
-    if not isinstance(request.get("cwd"), str) or not isinstance(request.get("environ"), dict):
+    shapes = (("cwd", str), ("environ", dict), ("argv", list))
+    if not all(isinstance(request.get(key), kind) for key, kind in shapes):
         return "malformed request"
     if os.path.realpath(request["cwd"]) != os.path.realpath(os.getcwd()):
         return "working directory differs"
     differ = provider["environment_differs"](dict(os.environ), request["environ"])
     if differ:
         return "environment differs: " + ", ".join(differ[:5])
-    if not isinstance(request.get("argv"), list):
-        return "malformed request"
     if os.path.realpath(str(request.get("script"))) != os.path.realpath(provider["__file__"]):
         return "another provider script"
     return ""
