@@ -109,6 +109,7 @@ def run_pulumi(kind: str, count: int, workdir: Path) -> dict[str, float]:
         if server:
             config["natsUrl"] = server.url
         project = PulumiProject(workdir, stack="bench", namespace=namespace, program=program, config=config)
+        project.env["EVENTBUS_RESIDENT"] = "1"  # as an operator's commands run (the tests turn it off)
         if kind == "cold":
             spec = project.dir / "Pulumi.yaml"
             spec.write_text(without_program_preload(spec.read_text()))
@@ -158,6 +159,7 @@ def seed_preview(runs: int, cold: bool = False) -> tuple[list[float], list[float
         server = NatsServer(Path(tmp), name="seed").start()
         try:
             project = PulumiProject(Path(tmp), stack="bench", config={"phase": 0, "natsUrl": server.url, "replicas": 1})
+            project.env["EVENTBUS_RESIDENT"] = "1"
             project.up()
             spec = project.dir / "Pulumi.yaml"
             warm_yaml = spec.read_text()

@@ -69,6 +69,7 @@ def measure(count: int, workdir: Path) -> dict[str, float]:
         project = PulumiProject(workdir, stack="bench", namespace="jetstream-scale",
                                 program=ROOT / "benchmarks" / "scale_program",
                                 config={"count": count, "natsUrl": server.url})
+        project.env["EVENTBUS_RESIDENT"] = "1"  # as an operator's commands run (the tests turn it off)
         up = timed(lambda: project.up(timeout=3600))
         with PeakRss() as rss:
             preview = min(timed(lambda: project.preview("--expect-no-changes", timeout=3600)) for _ in range(2))

@@ -164,6 +164,9 @@ class PulumiProject:
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
+            # No resident (toolchain/langhost/program.py) outlives a test's command, unless the
+            # test asks for one: hundreds of test directories would each keep one for its idle time.
+            "EVENTBUS_RESIDENT": "0",
         }
         if self.init_stack:
             self.run("stack", "init", self.stack)

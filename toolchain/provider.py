@@ -156,7 +156,7 @@ def hand_to_zygote(argv, script):
     engine = _parent_of(os.getppid())  # the engine runs the shell shim, which runs this
     if engine is None:
         return "no engine"
-    path = zygote_path(engine, sys.prefix, os.getcwd())
+    path = zygote_path(engine, _prefix(), os.getcwd())
     try:
         st = os.lstat(path)
     except OSError:
@@ -184,6 +184,18 @@ def hand_to_zygote(argv, script):
         return "the zygote did not answer"
     conn.settimeout(None)
     _stand_in(engine, reply["pid"], conn, lines)  # never returns
+
+
+def _prefix():
+    """sys.prefix as site sets it (the virtualenv), in a shim started without site (-S), whose
+    sys.prefix is still the base interpreter's: site.venv's rule, a pyvenv.cfg beside or above the
+    interpreter's directory."""
+    if not sys.flags.no_site:
+        return sys.prefix
+    folder = os.path.dirname(os.path.abspath(sys.executable))
+    if any(os.path.isfile(os.path.join(f, "pyvenv.cfg")) for f in (folder, os.path.dirname(folder))):
+        return os.path.dirname(folder)
+    return sys.prefix
 
 
 def _stand_in(engine, provider, conn, lines):
@@ -225,6 +237,10 @@ def main():
     signal.signal(signal.SIGINT, _stop)
     if os.environ.get("EVENTBUS_PROVIDER_FORK", "1") != "0":
         hand_to_zygote(sys.argv[1:], __file__)
+    if sys.flags.no_site:  # the shim starts without site (-S): only a provider served here needs it
+        import site
+
+        site.main()
     serve(sys.argv[1:])
 
 

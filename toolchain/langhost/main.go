@@ -77,6 +77,40 @@ const noWarmEnv = "EVENTBUS_WARM"
 
 func warmOff() bool { return asOfficial() || os.Getenv(noWarmEnv) == "0" }
 
+// residentEnv turns the resident off (0) or on (1); unset, it is on except under CI (the CI
+// variable set), where each command is a new machine's and the resident would only outlive it.
+const residentEnv = "EVENTBUS_RESIDENT"
+
+func residentOff() bool {
+	switch os.Getenv(residentEnv) {
+	case "0":
+		return true
+	case "1":
+		return false
+	}
+	return os.Getenv("CI") != ""
+}
+
+// residentReplyTimeout bounds the wait for a resident's answer (it forks and answers in
+// milliseconds); past it, the host starts a warm program itself.
+const residentReplyTimeout = 2 * time.Second
+
+// withheld are the engine's secrets, which a warm program (and a resident) is started without:
+// the host that runs the program hands them over with the run (program.py's WITHHELD).
+var withheld = map[string]bool{
+	"PULUMI_CONFIG_PASSPHRASE": true, "PULUMI_CONFIG_PASSPHRASE_FILE": true, "PULUMI_ACCESS_TOKEN": true}
+
+// warmEnviron is this host's environment without the withheld variables.
+func warmEnviron() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !withheld[k] {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // preloadOption is the Pulumi.yaml runtime option naming the modules the dynamic provider
 // imports as it starts (the engine passes it to the provider as PULUMI_RUNTIME_PROVIDERPRELOAD,
 // which the provider shim scripts/toolchain.sh installs reads). When it is set, this host also
@@ -245,12 +279,78 @@ func (h *host) warmPath(info *pulumirpc.ProgramInfo, python string, names []stri
 	return filepath.Join(os.TempDir(), fmt.Sprintf("eventbus-program-%d-%x.sock", os.Getppid(), sum[:8]))
 }
 
+// residentPath is the socket of the resident for this user and program: what warmPath digests,
+// without the engine. The program script is not part of it: a resident started by another
+// version of this host refuses it (scriptDigest) and leaves, and the new one takes its path.
+func (h *host) residentPath(info *pulumirpc.ProgramInfo, python string, names []string) string {
+	cwd, _ := os.Getwd()
+	sum := sha256.Sum256([]byte(strings.Join([]string{
+		version, python, info.GetRootDirectory(), programDir(info), info.GetEntryPoint(), cwd, h.execScript,
+		strings.Join(names, " "),
+	}, "\x00")))
+	return filepath.Join(os.TempDir(), fmt.Sprintf("eventbus-resident-%d-%x.sock", os.Getuid(), sum[:8]))
+}
+
+// scriptDigest names this host's programScript: a resident serves only the hosts of its own.
+func scriptDigest() string {
+	sum := sha256.Sum256([]byte(programScript))
+	return fmt.Sprintf("%x", sum[:8])
+}
+
+// askResident asks the resident at path (program.py's _resident) to fork the warm program for this
+// engine, listening on socket (at warm, the path runWarm dials): true when it did. It refuses when
+// a module it has loaded changed on disk since (it then leaves), or this environment differs from
+// its own outside the engine's and the host's variables, or the engine is in another session.
+func askResident(resident string, socket *os.File, warm string) bool {
+	if !ownSocket(resident) {
+		return false
+	}
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: resident, Net: "unix"})
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	environ := map[string]string{}
+	for _, kv := range warmEnviron() {
+		if k, v, found := strings.Cut(kv, "="); found {
+			environ[k] = v
+		}
+	}
+	cwd, _ := os.Getwd()
+	body, err := json.Marshal(map[string]any{
+		"path": warm, "engine": os.Getppid(), "environ": environ, "cwd": cwd, "script": scriptDigest()})
+	if err != nil {
+		return false
+	}
+	msg := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	msg = append(msg, body...)
+	n, _, err := conn.WriteMsgUnix(msg, syscall.UnixRights(int(socket.Fd())), nil)
+	if err == nil && n < len(msg) {
+		_, err = conn.Write(msg[n:])
+	}
+	if err != nil {
+		return false
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(residentReplyTimeout))
+	var reply struct {
+		OK  bool `json:"ok"`
+		Pid int  `json:"pid"`
+	}
+	line, err := bufio.NewReader(conn).ReadBytes('\n')
+	return err == nil && json.Unmarshal(line, &reply) == nil && reply.OK && reply.Pid > 0
+}
+
 // startWarm starts, once, a program process that imports the programPreload modules now, while
 // the engine still loads the stack, derives the secrets key and starts another host to run the
 // program (about a third of a second for a preview), so that the run starts with them loaded.
 // It runs in a process group of its own: the engine stops this host, and its group, right
 // after About. It ends by itself when the engine is gone, or after program.py's WARM_IDLE
-// unused (e.g. after `pulumi about`, which asks About and runs nothing).
+// unused (e.g. after `pulumi about`, which asks About and runs nothing). It is started without
+// the engine's secrets (withheld), which the run brings.
+//
+// Unless the resident is off (residentOff), the resident an earlier command's warm program left
+// (program.py says how) is asked first to fork the warm program, imports done; when there is
+// none, or it refuses, the warm program started here leaves one for the next command.
 func (h *host) startWarm(info *pulumirpc.ProgramInfo, python string) {
 	names := preloadNames(info)
 	h.mu.Lock()
@@ -276,10 +376,17 @@ func (h *host) startWarm(info *pulumirpc.ProgramInfo, python string) {
 		return
 	}
 	defer socket.Close()
+	resident := ""
+	if !residentOff() {
+		resident = h.residentPath(info, python, names)
+		if askResident(resident, socket, path) {
+			return
+		}
+	}
 	cmd := exec.Command(python, "-u", "-c", programScript, "--warm", path, "3", strconv.Itoa(os.Getppid()),
-		strings.Join(names, " "), programDir(info))
+		strings.Join(names, " "), programDir(info), resident, scriptDigest())
 	cmd.ExtraFiles = []*os.File{socket} // descriptor 3
-	cmd.Env = os.Environ()
+	cmd.Env = warmEnviron()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		_ = os.Remove(path)
@@ -453,6 +560,9 @@ func (h *host) runProgram(_ context.Context, req *pulumirpc.RunRequest) (*pulumi
 	}
 	python := pythonFor(info)
 	set := map[string]string{"PULUMI_CONFIG": string(config), "PULUMI_CONFIG_SECRET_KEYS": string(secrets)}
+	if !asOfficial() && !engineShowsDebug() {
+		set[debugLogsEnv] = "0"
+	}
 	if resp, ok := h.runWarm(info, python, args, set); ok {
 		return resp, nil
 	}
@@ -484,6 +594,45 @@ func (h *host) runProgram(_ context.Context, req *pulumirpc.RunRequest) (*pulumi
 	default:
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
 	}
+}
+
+// debugLogsEnv, set to 0 in the program's environment, tells program.py that the engine neither
+// shows nor records debug-level logs, so the program does not send those it would send without a
+// resource (the SDK's four per resource, each an RPC the engine then drops).
+const debugLogsEnv = "EVENTBUS_DEBUG_LOGS"
+
+// engineShowsDebug is true when the engine that started this host may show or record the
+// program's debug logs: its command line has --debug, --verbose, --event-log, --logflow or
+// --logtostderr, or a short flag group with d or v (-d, -v=9), or the environment sets one of
+// those flags (PULUMI_OPTION_*) or logs the gRPC traffic (PULUMI_DEBUG_GRPC). When the command
+// line cannot be read, it is true.
+func engineShowsDebug() bool {
+	for _, key := range []string{"PULUMI_OPTION_DEBUG", "PULUMI_OPTION_VERBOSE", "PULUMI_OPTION_EVENT_LOG",
+		"PULUMI_OPTION_LOGFLOW", "PULUMI_OPTION_LOGTOSTDERR", "PULUMI_DEBUG_GRPC"} {
+		if os.Getenv(key) != "" {
+			return true
+		}
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", os.Getppid()))
+	if err != nil {
+		return true
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	for _, arg := range args[1:] {
+		switch {
+		case arg == "--":
+			return false // the program's own arguments follow
+		case strings.HasPrefix(arg, "--"):
+			name, _, _ := strings.Cut(arg[2:], "=")
+			switch name {
+			case "debug", "verbose", "event-log", "logflow", "logtostderr":
+				return true
+			}
+		case strings.HasPrefix(arg, "-") && strings.ContainsAny(arg, "dv"):
+			return true
+		}
+	}
+	return false
 }
 
 // exited is Run's answer for a program that exited with code (-1: killed by a signal), cold or warm.

@@ -6,7 +6,7 @@
         the program exits when the host that started it is gone (e.g. after the engine was
         SIGKILLed).
 
-    python -u -c PROGRAM --warm SOCKET FD ENGINE_PID "MODULES" PROGRAM_DIR
+    python -u -c PROGRAM --warm SOCKET FD ENGINE_PID "MODULES" PROGRAM_DIR [RESIDENT SCRIPT]
         A warm program (the host's startWarm): accept on the socket the host already listens on
         at path SOCKET and handed over as descriptor FD, import MODULES (Pulumi.yaml's
         programPreload, space-separated) as the program would (PROGRAM_DIR first on sys.path),
@@ -14,9 +14,10 @@
         engine lives. That host sends one request: a 4-byte big-endian length and JSON
         {argv, set, environ, cwd}, with its standard output and error as SCM_RIGHTS descriptors.
         The answer is one JSON line: {"ok": false, "why": ...} when this process's environment
-        or working directory is not the host's (the host then starts the program cold), else
-        {"ok": true, "pid": ...}. The process then becomes the program: the descriptors become its
-        standard output and error, `set` (the stack's config) joins its environment, and the exec
+        or working directory is not the host's (the host then starts the program cold; the
+        engine's secrets, WITHHELD, are the one difference allowed), else {"ok": true, "pid": ...}.
+        The process then becomes the program: the descriptors become its standard output and
+        error, its environment becomes the host's, `set` (the stack's config) joins it, and the exec
         script runs with `argv`. Every exit, os._exit included (a cancel, the program's own
         lifeline), first sends {"exit": code}; and the program ends when the host's end of the
         socket closes, as a cold program ends when its host is gone.
@@ -31,12 +32,34 @@ them. It never holds the stack's config: it is forked before the run brings it. 
 provider of its engine's command, one fork each, and ends when the engine is gone or after
 ZYGOTE_IDLE without one.
 
+With RESIDENT (a socket path, and SCRIPT, the digest of this file the host embeds), the warm
+program also forks, after the zygote, the resident (`_fork_resident`): a process that keeps the
+imports for the commands that follow, in a process group of its own with no standard streams,
+and listens at RESIDENT (0600). The next command's host asks it first (main.go's askResident):
+a 4-byte big-endian length and JSON {path, engine, environ, cwd, script}, with the socket the
+host listens on at `path` as an SCM_RIGHTS descriptor. The resident refuses
+({"ok": false, "why": ...}) when the request is malformed, or the host embeds another version
+of this file, or a file it loaded a module from (or a package's directory, or the interpreter)
+has changed since (it then leaves, and the host's new warm program leaves a new resident), or
+the working directory differs, or the host is in another session (a provider must join its
+engine's process group), or the environment differs outside the engine's and the host's own
+variables (toolchain/provider.py's rule). Else it forks (twice, so that the warm program is
+nobody's child) a warm program for that engine, which answers {"ok": true, "pid": ...} and then
+is what a host's own warm program is once its imports are done: zygote, wait for the run, run.
+It never holds the engine's secrets: the host withholds them (WITHHELD) from the warm programs
+it starts and from the resident, and hands them over with the run. It ends after RESIDENT_IDLE
+without a request (EVENTBUS_RESIDENT_IDLE, seconds), or when its socket is removed or taken by
+a newer resident, or its working directory is gone. `ps` shows it as `warm-resident`, the warm programs it forks as `warm-forked`.
+EVENTBUS_RESIDENT=0 turns it off; it is off by default under CI (the CI variable set).
+
 Either way the run itself (`run`) is the same. An engine cancel (SIGINT) ends the program
 quietly, with the exec script's bail code, instead of a KeyboardInterrupt traceback. The SDK
 sends each debug-level log (four per resource: "registering resource", ...) as a blocking RPC
 from the program's one event-loop thread, about a millisecond each, shown only with --debug:
-those are sent without waiting, and all awaited at the end. Other severities, and logs tied to
-a resource, go through the SDK's own path unchanged. When the exec script is done (it ends with
+those are sent without waiting, and all awaited at the end, or, when the host says the engine
+neither shows nor records them (EVENTBUS_DEBUG_LOGS=0: no --debug, -v or --event-log), not
+sent at all. Other severities, and logs tied to a resource, go through the SDK's own path
+unchanged. When the exec script is done (it ends with
 sys.exit, after waiting for every RPC and closing its event loop), the process flushes and
 leaves with os._exit: the interpreter's own teardown (module finalisation, the gRPC runtime's
 shutdown) adds 0.1-0.2 s to every command and does nothing the engine needs.
@@ -67,6 +90,15 @@ REQUEST_TIMEOUT = 5.0
 #: What `ps` shows as the command of a provider zygote, and of a provider it forked.
 ZYGOTE_NAME = "provider-zygote"
 FORKED_PROVIDER_NAME = "provider-forked"
+#: How long a resident waits for the next command before it ends (EVENTBUS_RESIDENT_IDLE, seconds,
+#: overrides it), and what `ps` shows as its command, and as that of a warm program it forked.
+RESIDENT_IDLE = 900.0
+RESIDENT_NAME = "warm-resident"
+WARM_NAME = "warm-forked"
+#: What a language host withholds from the warm programs it prepares (and from a resident), and
+#: hands over with the run: the secrets of the engine's own environment. Only these may differ
+#: between the host that prepared a warm program and the one that runs it.
+WITHHELD = frozenset({"PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_ACCESS_TOKEN"})
 
 
 def _run(argv):
@@ -77,9 +109,13 @@ def _run(argv):
 
     sync_log, sent = plog._log, []
 
+    shown = os.environ.get("EVENTBUS_DEBUG_LOGS") != "0"
+
     def log(engine, severity, message, resource, stream_id, ephemeral):
         if severity != epb.DEBUG or resource is not None or not hasattr(engine.Log, "future"):
             return sync_log(engine, severity, message, resource, stream_id, ephemeral)
+        if not shown:
+            return None
         if len(sent) >= 512:
             sent[:] = [f for f in sent if not f.done()]
         sent.append(engine.Log.future(epb.LogRequest(
@@ -182,15 +218,11 @@ def _bind_provider_zygote(engine):
     this engine, interpreter and directory (the preview's, when the update's warm program starts)."""
     import socket
 
-    script = os.environ.get("EVENTBUS_PROVIDER_SCRIPT", "")
-    if not script or os.environ.get("EVENTBUS_PROVIDER_FORK", "1") == "0":
+    if os.environ.get("EVENTBUS_PROVIDER_FORK", "1") == "0":
         return None
-    provider = {"__name__": "eventbus_provider", "__file__": script}
-    try:
-        with open(script, encoding="utf-8") as fh:
-            exec(compile(fh.read(), script, "exec"), provider)  # noqa: S102 - the toolchain's own file
-    except Exception:  # noqa: BLE001 - no zygote: every provider starts as the shim's own process
-        return None
+    provider = _provider_script()
+    if provider is None:
+        return None  # no zygote: every provider starts as the shim's own process
     path = provider["zygote_path"](engine, sys.prefix, os.getcwd())
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -215,6 +247,20 @@ def _bind_provider_zygote(engine):
     finally:
         os.umask(umask)
     return listener, path, provider
+
+
+def _provider_script():
+    """The namespace of the provider script EVENTBUS_PROVIDER_SCRIPT names, or None."""
+    script = os.environ.get("EVENTBUS_PROVIDER_SCRIPT", "")
+    if not script:
+        return None
+    provider = {"__name__": "eventbus_provider", "__file__": script}
+    try:
+        with open(script, encoding="utf-8") as fh:
+            exec(compile(fh.read(), script, "exec"), provider)  # noqa: S102 - the toolchain's own file
+    except Exception:  # noqa: BLE001 - the caller goes without
+        return None
+    return provider
 
 
 def _fork_provider_zygote(zygote, engine, inherited):
@@ -390,35 +436,15 @@ def _cold(argv):
     _run(argv)
 
 
-def _warm(path, fd, engine, names, program_dir):
+def _warm(path, fd, engine, names, program_dir, resident, script):
     environ = dict(os.environ)
     import importlib
     import socket
-    import time
 
-    raw_exit = os._exit
     zygote = _bind_provider_zygote(engine)
-    dropped = [path] + ([zygote[1]] if zygote else [])
-
-    def drop():
-        for name in dropped:
-            try:
-                os.unlink(name)
-            except OSError:
-                pass
-
     server = socket.socket(fileno=fd)
     server.setblocking(True)
-    taken = threading.Event()
-
-    def idle():
-        deadline = time.monotonic() + WARM_IDLE
-        while not taken.wait(0.1):
-            if not _engine_alive(engine) or time.monotonic() > deadline:
-                drop()
-                raw_exit(0)
-
-    threading.Thread(target=idle, daemon=True).start()
+    taken, dropped = _wait_for_run(engine, [path] + ([zygote[1]] if zygote else []))
     sys.path.insert(0, program_dir)  # as runpy.run_path puts it for the program: the same modules
     for name in names:
         try:
@@ -430,15 +456,53 @@ def _warm(path, fd, engine, names, program_dir):
     if zygote:
         _fork_provider_zygote(zygote, engine, [server.fileno()])
         dropped[1:] = []
+    if resident:
+        _fork_resident(resident, environ, script, [server.fileno()])
+    _take_run(server, environ, taken, dropped)
+
+
+def _wait_for_run(engine, dropped):
+    """Start the watch of a warm program that has yet to take its run: once the engine is gone, or
+    WARM_IDLE has passed, remove the paths in `dropped` and leave. (taken, dropped): set `taken`
+    when the run is taken; `dropped` may be changed until then."""
+    import time
+
+    raw_exit = os._exit
+    taken = threading.Event()
+
+    def idle():
+        deadline = time.monotonic() + WARM_IDLE
+        while not taken.wait(0.1):
+            if not _engine_alive(engine) or time.monotonic() > deadline:
+                _unlink(dropped)
+                raw_exit(0)
+
+    threading.Thread(target=idle, daemon=True).start()
+    return taken, dropped
+
+
+def _unlink(paths):
+    for name in paths:
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
+
+
+def _take_run(server, environ, taken, dropped):
+    """Accept the host that runs the program, on `server`, and become the program, or refuse it
+    when its environment (`environ`: the one this program was prepared in), outside WITHHELD, or
+    its working directory is not this process's."""
+    raw_exit = os._exit
     conn, _ = server.accept()
     taken.set()
-    drop()
+    _unlink(dropped)
     server.close()
     request, fds = _receive(conn, 2)
     if request is None:
         raw_exit(1)
     theirs = dict(request["environ"])
-    differ = sorted(k for k in set(theirs) | set(environ) if theirs.get(k) != environ.get(k))
+    differ = sorted(k for k in set(theirs) | set(environ) if k not in WITHHELD and theirs.get(k) != environ.get(k))
     if differ:
         _send(conn, {"ok": False, "why": "environment differs: " + ", ".join(differ[:5])})
         raw_exit(0)
@@ -448,6 +512,8 @@ def _warm(path, fd, engine, names, program_dir):
     for fd, target in zip(fds, (1, 2), strict=True):
         os.dup2(fd, target)
         os.close(fd)
+    os.environ.clear()
+    os.environ.update(theirs)
     os.environ.update(request["set"])
     _send(conn, {"ok": True, "pid": os.getpid()})
     _report_exit_on(conn)
@@ -464,12 +530,197 @@ def _warm(path, fd, engine, names, program_dir):
     _run(request["argv"])
 
 
+def _fork_resident(path, environ, script, inherited):
+    """Fork the resident (see the module's docstring) off this warm program, with what it has
+    imported, detached from it: its own process group, its standard streams /dev/null, and
+    `inherited` (descriptors) closed. This process waits only for the intermediate fork."""
+    child = os.fork()
+    if child:
+        try:
+            os.waitpid(child, 0)
+        except ChildProcessError:
+            pass
+        return
+    try:
+        if os.fork():
+            os._exit(0)
+        os.setpgid(0, 0)
+        for fd in inherited:
+            os.close(fd)
+        null = os.open(os.devnull, os.O_RDWR)
+        for target in (0, 1, 2):
+            os.dup2(null, target)
+        os.close(null)
+        _resident(path, environ, script)
+    except BaseException:  # noqa: BLE001 - no resident: every command starts its own warm program
+        pass
+    finally:
+        os._exit(0)
+
+
+def _module_stamps():
+    """What the resident's modules were loaded from: {path: (mtime_ns, size, inode) or None}, for
+    every imported module's file, every package's directory (a module added beside them) and the
+    interpreter."""
+    paths = {sys.executable}
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__file__", None)
+        if isinstance(name, str) and name:
+            paths.add(os.path.abspath(name))
+        for folder in getattr(module, "__path__", None) or ():
+            if isinstance(folder, str) and folder:
+                paths.add(os.path.abspath(folder))
+    return {name: _stamp(name) for name in paths}
+
+
+def _stamp(name):
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _resident(path, environ, script):
+    """Serve warm programs from this process's imports until RESIDENT_IDLE passes without a request,
+    the socket at `path` is no longer this one's (removed, or replaced by a newer resident), its
+    working directory (the project's) is gone, or a module it loaded has changed on disk (then it
+    refuses and leaves)."""
+    import socket
+    import time
+
+    _name_process(RESIDENT_NAME)
+    provider = _provider_script()
+    if provider is None:
+        return
+    stamps = _module_stamps()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    _unlink([path])
+    umask = os.umask(0o177)  # the socket is its user's alone (0600)
+    try:
+        listener.bind(path)
+        listener.listen(8)
+    finally:
+        os.umask(umask)
+    ours = os.stat(path).st_ino
+    listener.settimeout(POLL_INTERVAL)
+    idle = float(os.environ.get("EVENTBUS_RESIDENT_IDLE") or RESIDENT_IDLE)
+    cwd = os.getcwd()
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle and (_stamp(path) or (0, 0, 0))[2] == ours and os.path.isdir(cwd):
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            last = time.monotonic()
+            try:
+                if _serve_resident(conn, listener, environ, script, stamps, provider) == "stale":
+                    break
+            except Exception:  # noqa: BLE001 - one bad request ends that request, not the resident
+                pass
+            finally:
+                conn.close()
+    except OSError:
+        pass
+    finally:
+        try:
+            if os.stat(path).st_ino == ours:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def _serve_resident(conn, listener, environ, script, stamps, provider):
+    """Answer one language host: refuse it ({"ok": false, "why": ...}; "stale" when a module changed
+    on disk), or fork its warm program, which answers {"ok": true, "pid": ...} itself."""
+    import socket
+    import struct
+    import time
+
+    peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    if peer[1] != os.getuid():
+        return ""
+    conn.settimeout(REQUEST_TIMEOUT)
+    request, fds = _receive(conn, 1, deadline=time.monotonic() + REQUEST_TIMEOUT)
+    try:
+        if request is None:
+            return ""
+        why, stale = _resident_refusal(request, peer[0], environ, script, stamps, provider)
+        if why:
+            _send(conn, {"ok": False, "why": why})
+            return "stale" if stale else ""
+        child = os.fork()
+        if child == 0:
+            try:
+                listener.close()
+                if os.fork():
+                    os._exit(0)
+                _warm_from_resident(conn, fds[0], request)
+            finally:
+                os._exit(1)
+        os.waitpid(child, 0)
+        return ""
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _resident_refusal(request, host, environ, script, stamps, provider):
+    """(why, stale): why the resident does not fork the warm program the request describes, or ''
+    and False; stale when it never will again (a module changed on disk, another program.py)."""
+    shapes = (("cwd", str), ("environ", dict), ("path", str), ("engine", int), ("script", str))
+    if not all(isinstance(request.get(key), kind) for key, kind in shapes):
+        return "malformed request", False
+    if request["script"] != script:
+        return "another version of the language host", True
+    changed = next((name for name, stamp in stamps.items() if _stamp(name) != stamp), None)
+    if changed:
+        return "changed since it was imported: " + changed, True
+    if os.path.realpath(request["cwd"]) != os.path.realpath(os.getcwd()):
+        return "working directory differs", False
+    try:
+        if os.getsid(host) != os.getsid(0):
+            return "another session", False  # its providers could not join their engine's process group
+    except OSError:
+        return "the host is gone", False
+    differ = provider["environment_differs"](environ, request["environ"])
+    if differ:
+        return "environment differs: " + ", ".join(differ[:5]), False
+    return "", False
+
+
+def _warm_from_resident(conn, fd, request):
+    """In the resident's grandchild: become the warm program the host asked for, as one the host
+    started would be once its imports are done (in a process group of its own, with the host's
+    environment), on the socket `fd` the host listens on, for its engine."""
+    import socket
+
+    os.setpgid(0, 0)
+    os.environ.clear()
+    os.environ.update(request["environ"])
+    environ = dict(os.environ)
+    engine = request["engine"]
+    zygote = _bind_provider_zygote(engine)
+    server = socket.socket(fileno=fd)
+    server.setblocking(True)
+    taken, dropped = _wait_for_run(engine, [request["path"]] + ([zygote[1]] if zygote else []))
+    _name_process(WARM_NAME)
+    _send(conn, {"ok": True, "pid": os.getpid()})
+    conn.close()
+    if zygote:
+        _fork_provider_zygote(zygote, engine, [server.fileno()])
+        dropped[1:] = []
+    _take_run(server, environ, taken, dropped)
+
+
 def _main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "--cold":
         _cold(args)
     elif mode == "--warm":
-        _warm(args[0], int(args[1]), int(args[2]), args[3].split(), args[4])
+        resident, script = (args[5], args[6]) if len(args) > 6 else ("", "")
+        _warm(args[0], int(args[1]), int(args[2]), args[3].split(), args[4], resident, script)
     else:
         sys.exit(f"toolchain/langhost program.py: unknown mode {mode!r}")
 

@@ -1,0 +1,228 @@
+"""The resident: a warm program (toolchain/langhost/program.py), once it has its imports, forks a
+process that outlives the command, and the next command's language host has it fork that
+command's warm program instead of starting one that imports everything again.
+
+Through the real CLI on a fixture program that exports where it ran (its process name, the value
+of a module it preloads, what reached its environment); the resident's refusals with real edits,
+environments and sessions; and its socket protocol by hand for a host of another version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT, PulumiProject, marked_processes
+from tests.test_lifeline import alive
+from tests.traffic import wait_until
+
+PROGRAM = ROOT / "tests" / "fixtures" / "programs" / "resident"
+RESIDENT, FORKED = "warm-resident", "warm-forked"
+
+
+def comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def residents(project: PulumiProject) -> list[int]:
+    return [pid for pid in marked_processes(project.env["EVENTBUS_TEST_MARKER"]) if comm(pid) == RESIDENT]
+
+
+def one_resident(project: PulumiProject) -> int:
+    """The project's one resident, once any other process of its last command has gone."""
+    marker = project.env["EVENTBUS_TEST_MARKER"]
+    assert wait_until(lambda: len(residents(project)) == 1 and set(marked_processes(marker)) == set(residents(project)),
+                      10), f"not one resident alone: {[(pid, comm(pid)) for pid in marked_processes(marker)]}"
+    return residents(project)[0]
+
+
+def listening_path(pid: int) -> str:
+    """The path of the unix socket process `pid` listens on."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:["):-1])
+    with open("/proc/net/unix", encoding="ascii") as fh:
+        for line in fh.readlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 8 and fields[6] in inodes:
+                return fields[7]
+    return ""
+
+
+def ran(project: PulumiProject, *extra: str) -> dict:
+    """`pulumi up` (the program runs once), and the outputs it exported."""
+    project.up(*extra)
+    return project.outputs()
+
+
+@pytest.fixture
+def resident(tmp_path: Path) -> Iterator[PulumiProject]:
+    project = PulumiProject(tmp_path, program=PROGRAM, namespace="resident")
+    (project.dir / "resident_marker.py").write_text("VALUE = 1\n")
+    project.env.update({"EVENTBUS_RESIDENT": "1", "EVENTBUS_TEST_MARKER": uuid.uuid4().hex})
+    yield project
+    for pid in marked_processes(project.env["EVENTBUS_TEST_MARKER"]):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_the_next_command_runs_in_a_program_the_resident_forked_and_the_resident_holds_no_secret(
+        resident: PulumiProject) -> None:
+    first = ran(resident)
+    assert first["comm"] != FORKED and first["marker"] == 1
+    pid = one_resident(resident)
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        environ = fh.read().split(b"\0")
+    assert not any(entry.startswith(b"PULUMI_CONFIG_PASSPHRASE=") for entry in environ)
+    assert any(entry.startswith(b"EVENTBUS_TEST_MARKER=") for entry in environ)
+    assert oct(os.stat(listening_path(pid)).st_mode & 0o777) == oct(0o600)
+
+    second = ran(resident)
+    assert second == {**first, "comm": FORKED}
+    assert second["passphrase"] is True  # the engine's secrets come with the run, not from the resident
+    assert one_resident(resident) == pid
+    assert resident.preview("--expect-no-changes").returncode == 0
+    assert one_resident(resident) == pid
+
+
+def test_a_module_edited_since_the_resident_imported_it_is_imported_again(resident: PulumiProject) -> None:
+    ran(resident)
+    old = one_resident(resident)
+    marker = resident.dir / "resident_marker.py"
+    marker.write_text("VALUE = 2\n")
+    later = os.stat(marker).st_mtime + 2
+    os.utime(marker, (later, later))
+
+    edited = ran(resident)
+    assert edited["marker"] == 2 and edited["comm"] != FORKED
+    new = one_resident(resident)
+    assert new != old and not alive(old)
+    assert ran(resident) == {**edited, "comm": FORKED}
+
+
+def test_another_environment_is_refused_and_its_program_runs_with_its_own(resident: PulumiProject) -> None:
+    ran(resident)
+    old = one_resident(resident)
+    resident.env["RESIDENT_PROBE"] = "probed"
+    probed = ran(resident)
+    assert probed["probe"] == "probed" and probed["comm"] != FORKED
+    new = one_resident(resident)  # the refused command's warm program left a resident of its own
+    assert new != old
+    assert ran(resident)["comm"] == FORKED
+    del resident.env["RESIDENT_PROBE"]
+    assert ran(resident)["probe"] == ""
+
+
+def test_a_command_in_another_session_is_refused(resident: PulumiProject) -> None:
+    ran(resident)
+    one_resident(resident)
+    done = subprocess.run(["pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--stack", resident.stack,
+                           "--cwd", str(resident.dir)], env=resident.env, capture_output=True, text=True, timeout=300,
+                          start_new_session=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert resident.outputs()["comm"] != FORKED
+
+
+def test_a_killed_resident_leaves_its_socket_and_the_next_command_starts_another(resident: PulumiProject) -> None:
+    ran(resident)
+    old = one_resident(resident)
+    path = listening_path(old)
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: not alive(old), 5)
+    assert os.path.exists(path)
+    assert ran(resident)["comm"] != FORKED
+    new = one_resident(resident)
+    assert listening_path(new) == path
+    assert ran(resident)["comm"] == FORKED
+
+
+def test_an_idle_resident_leaves_and_removes_its_socket(resident: PulumiProject) -> None:
+    resident.env["EVENTBUS_RESIDENT_IDLE"] = "2"
+    ran(resident)
+    pid = one_resident(resident)
+    path = listening_path(pid)
+    assert path
+    assert wait_until(lambda: not residents(resident), 10)
+    assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("setting", [{"EVENTBUS_RESIDENT": "0"}, {"CI": "true"}], ids=["off", "ci"])
+def test_no_resident_when_turned_off_or_under_ci(resident: PulumiProject, setting: dict[str, str]) -> None:
+    resident.env.pop("EVENTBUS_RESIDENT")
+    resident.env.update(setting)
+    assert ran(resident)["comm"] != FORKED
+    marker = resident.env["EVENTBUS_TEST_MARKER"]
+    assert wait_until(lambda: not marked_processes(marker), 10), "a process outlived its command"
+
+
+def ask(path: str, request: dict) -> dict:
+    """One request to the resident at `path`, with a listening socket of our own as the host's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(os.path.join(tmp, "warm.sock"))
+        listener.listen(1)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(path)
+            body = json.dumps(request).encode()
+            socket.send_fds(conn, [struct.pack(">I", len(body)) + body], [listener.fileno()])
+            conn.settimeout(5)
+            return json.loads(conn.makefile("rb").readline() or b"{}")
+        finally:
+            conn.close()
+            listener.close()
+
+
+def test_a_host_of_another_version_is_refused_and_the_resident_leaves(resident: PulumiProject) -> None:
+    ran(resident)
+    pid = one_resident(resident)
+    path = listening_path(pid)
+    assert ask(path, {"malformed": True}) == {"ok": False, "why": "malformed request"}
+    assert residents(resident) == [pid]
+    environ = {k: v for k, v in resident.env.items() if k not in ("PULUMI_CONFIG_PASSPHRASE",)}
+    reply = ask(path, {"path": "/nonexistent", "engine": os.getpid(), "environ": environ,
+                       "cwd": str(resident.dir), "script": "another"})
+    assert reply == {"ok": False, "why": "another version of the language host"}
+    assert wait_until(lambda: not residents(resident), 5)
+    assert not os.path.exists(path)
+
+
+def test_debug_logs_are_sent_only_to_an_engine_that_shows_them(tmp_path: Path) -> None:
+    project = PulumiProject(tmp_path, program=PROGRAM, namespace="resident")
+    (project.dir / "resident_marker.py").write_text("VALUE = 1\n")
+    assert ran(project)["debugLogs"] == "0"
+    shown = project.preview("--debug")
+    assert "debug: registering resource: ty=pulumi:pulumi:Stack" in shown.stdout
+    assert ran(project, "--debug")["debugLogs"] == ""
+    assert ran(project, "-v=3")["debugLogs"] == ""
+    project.env["PULUMI_OPTION_DEBUG"] = "true"
+    assert ran(project)["debugLogs"] == ""
+
+
+def test_a_resident_whose_project_directory_is_removed_leaves(resident: PulumiProject) -> None:
+    ran(resident)
+    pid = one_resident(resident)
+    shutil.rmtree(resident.dir)
+    assert wait_until(lambda: not alive(pid), 5)
