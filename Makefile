@@ -22,8 +22,11 @@ up: setup
 	@$(ACT) pulumi up --yes --stack $(STACK) --skip-preview --suppress-progress
 	@$(ACT) echo && eventbus --stack $(STACK) stream info
 
+# Stops the embedded server, and this checkout's residents (toolchain/langhost/program.py).
 down:
 	@bash scripts/nats.sh stop
+	@for pid in $$(pgrep -u "$$(id -u)" -x warm-resident); do \
+	  [ "$$(readlink /proc/$$pid/cwd)" = "$$(pwd -P)" ] && kill "$$pid"; done; true
 
 lint: setup
 	@$(ACT) ruff check components tests toolchain benchmarks __main__.py

@@ -112,6 +112,77 @@ def test_the_environment_may_differ_only_in_the_engines_and_hosts_own_variables(
     assert differs({**ours, "SHLVL": "1"}, {"PATH": "/bin", "SHLVL": "2", "_": "/usr/bin/python", "PWD": "/x"}) == []
 
 
+SENT = [
+    {"argv": ["127.0.0.1:1", "--x"], "environ": {"A": "plain", "B": 'quote " backslash \\ tab \t nl \n'},
+     "cwd": "/tmp/dir", "script": "/p.py", "pgid": 1234},
+    {"environ": {"U": "ünïcödé ✓ \U0001F600", "S": "bytes\udcff\udc80 kept", "E": ""}, "argv": [], "pgid": 0},
+]
+
+
+@pytest.mark.parametrize("value", SENT, ids=["escapes", "unicode-and-undecodable"])
+def test_what_the_shim_sends_is_the_json_json_dumps_writes(value: dict) -> None:
+    text = provider_module()["json_text"](value)
+    assert text == json.dumps(value, separators=(",", ":"))
+    assert json.loads(text) == value
+
+
+@pytest.mark.parametrize("line", [
+    b'{"ok": true, "pid": 4321}\n', b'{"ok": false, "why": "environment differs: A, \\"B\\" \\u00e9"}\n',
+    b'{"exit": -1}', b'{"exit": 0, "note": null}\r\n', b"{}\n", b' { "a" : "x" , "b" : 12 } ',
+])
+def test_the_shims_reader_of_the_zygotes_lines_reads_what_json_loads_reads(line: bytes) -> None:
+    assert provider_module()["json_object"](line) == json.loads(line)
+
+
+@pytest.mark.parametrize("line", [b"", b"[1]\n", b'{"a": 1.5}', b'{"a": [1]}', b'{"a": 1', b'{"a": 1} x', b'{a: 1}'])
+def test_the_shims_reader_refuses_what_it_does_not_read(line: bytes) -> None:
+    with pytest.raises(ValueError):
+        provider_module()["json_object"](line)
+
+
+#: The shim's way to a zygote, in a fresh interpreter without site as the shim runs: prints the
+#: reason the zygote gave, then which of the slow-to-import packages it imported.
+LEAN_SHIM = """
+import sys
+path = sys.argv.pop(1)
+namespace = {"__name__": "eventbus_provider", "__file__": path}
+exec(compile(open(path).read(), path, "exec"), namespace)
+print(namespace["hand_to_zygote"](["127.0.0.1:1"], path))
+heavy = ("json", "re", "enum", "socket", "signal", "hashlib", "threading", "tempfile", "site")
+print(" ".join(name for name in heavy if name in sys.modules))
+"""
+
+
+def test_the_shims_way_to_the_zygote_imports_only_what_is_built_into_the_interpreter(tmp_path: Path) -> None:
+    # The shim's engine is its parent's parent: here, this test process's parent.
+    path = provider_module()["zygote_path"](os.getppid(), sys.prefix, str(tmp_path))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    try:
+        shim = subprocess.Popen([str(VENV_BIN / "python"), "-S", "-u", "-c", LEAN_SHIM, str(PROVIDER_PY)],
+                                cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+        listener.settimeout(10)
+        conn, _ = listener.accept()
+        with conn:
+            data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+            for fd in fds:
+                os.close(fd)
+            length = struct.unpack(">I", data[:4])[0]
+            while len(data) - 4 < length:
+                data += conn.recv(1 << 16)
+            request = json.loads(data[4:])
+            conn.sendall(b'{"ok": false, "why": "refused \\u2713"}\n')
+        out, _ = shim.communicate(timeout=10)
+    finally:
+        listener.close()
+        os.unlink(path)
+    assert request["argv"] == ["127.0.0.1:1"] and request["cwd"] == str(tmp_path) and len(fds) == 3
+    assert os.path.realpath(request["script"]) == str(PROVIDER_PY)
+    assert request["environ"]["PATH"] == os.environ["PATH"]
+    assert out.splitlines() == ["refused \u2713", ""]
+
+
 # -- the shim and the zygote under a stand-in engine ----------------------------------------------
 
 #: A stand-in engine: once the file GO names exists, starts the provider shim as the engine does

@@ -226,3 +226,13 @@ def test_a_resident_whose_project_directory_is_removed_leaves(resident: PulumiPr
     pid = one_resident(resident)
     shutil.rmtree(resident.dir)
     assert wait_until(lambda: not alive(pid), 5)
+
+
+def test_sigterm_ends_the_resident_and_removes_its_socket(resident: PulumiProject) -> None:
+    ran(resident)
+    pid = one_resident(resident)
+    path = listening_path(pid)
+    os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not alive(pid), 5)
+    assert not os.path.exists(path)
+    assert ran(resident)["comm"] != FORKED

@@ -28,16 +28,15 @@ interpreter's 0.1-0.2 s teardown; the modules Pulumi.yaml's runtime option provi
 (PULUMI_RUNTIME_PROVIDERPRELOAD) are imported in the background as it starts; and when the
 host's prestart Invoke is for an update (the program runs for `pulumi up`), the modules of
 providerPreloadUpdate too (what creates and updates need, and the calls of a preview do not).
+
+The shim runs without site (-S), and its way to the zygote imports only modules built into the
+interpreter (_socket, _json, _signal, _thread, _sha256): the json, socket, signal and hashlib
+packages would take three quarters of its 50 ms start (their enum and re imports), on the path of
+every command, before the provider can serve.
 """
 
-import hashlib
-import json
 import os
-import signal
-import socket
-import struct
 import sys
-import threading
 
 #: How often the shim of a forked provider checks that its engine is there.
 POLL_INTERVAL = 0.5
@@ -55,14 +54,94 @@ SHELL_OWN = frozenset({"_", "SHLVL", "PWD", "OLDPWD"})
 def zygote_path(engine, prefix, cwd):
     """The socket of the provider zygote for this engine, interpreter prefix (the virtualenv) and
     working directory: toolchain/langhost/program.py listens there, the shim connects there."""
-    digest = hashlib.sha256("\0".join((os.path.realpath(prefix), os.path.realpath(cwd))).encode()).hexdigest()[:16]
+    try:
+        from _sha256 import sha256
+    except ImportError:  # an interpreter built without its own hashes
+        from hashlib import sha256
+    digest = sha256("\0".join((os.path.realpath(prefix), os.path.realpath(cwd))).encode()).hexdigest()[:16]
     return os.path.join(_tempdir(), f"eventbus-provider-{engine}-{digest}.sock")
 
 
 def _tempdir():
-    import tempfile
+    """tempfile.gettempdir()'s first choices, without its imports: $TMPDIR, $TEMP or $TMP when a
+    directory, else /tmp."""
+    for key in ("TMPDIR", "TEMP", "TMP"):
+        folder = os.environ.get(key)
+        if folder and os.path.isdir(folder):
+            return folder
+    return "/tmp"  # noqa: S108 - the socket is 0600 and its owner is checked before use
 
-    return tempfile.gettempdir()
+
+def json_text(value):
+    """JSON of a str, int, list or dict of those, as json.dumps writes it compact (ASCII), without the json
+    package: what the shim sends."""
+    from _json import encode_basestring_ascii as text
+
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ",".join(json_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(text(k) + ":" + json_text(v) for k, v in value.items()) + "}"
+    raise TypeError(f"not sent as JSON: {type(value).__name__}")
+
+
+def json_object(line):
+    """A JSON object whose values are strings, integers, true, false or null (the zygote's and the
+    provider's lines), without the json package. ValueError when it is not one."""
+    from _json import scanstring
+
+    text = line.decode("utf-8").strip() if isinstance(line, bytes) else line.strip()
+    if text[:1] != "{":
+        raise ValueError("not a JSON object")
+    words = {"true": True, "false": False, "null": None}
+    out, i = {}, 1
+    while True:
+        i = _skip(text, i)
+        if text[i:i + 1] == "}" and not out:
+            i += 1
+            break
+        if text[i:i + 1] != '"':
+            raise ValueError(f"a key expected at {i}")
+        key, i = scanstring(text, i + 1)
+        i = _skip(text, i)
+        if text[i:i + 1] != ":":
+            raise ValueError(f"':' expected at {i}")
+        i = _skip(text, i + 1)
+        if text[i:i + 1] == '"':
+            value, i = scanstring(text, i + 1)
+        else:
+            end = i
+            while end < len(text) and text[end] not in ",} \t\r\n":
+                end += 1
+            word = text[i:end]
+            if word in words:
+                value = words[word]
+            elif word.lstrip("-").isdigit():
+                value = int(word)
+            else:
+                raise ValueError(f"an unsupported value at {i}: {word!r}")
+            i = end
+        out[key] = value
+        i = _skip(text, i)
+        if text[i:i + 1] == ",":
+            i += 1
+            continue
+        if text[i:i + 1] == "}":
+            i += 1
+            break
+        raise ValueError(f"',' or '}}' expected at {i}")
+    if text[i:].strip():
+        raise ValueError("text after the object")
+    return out
+
+
+def _skip(text, i):
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
 
 
 def environment_differs(ours, theirs):
@@ -102,6 +181,8 @@ def _names(option):
 
 
 def _in_background(names):
+    import threading
+
     if names:
         threading.Thread(target=_preload, args=(names,), daemon=True).start()
 
@@ -109,6 +190,9 @@ def _in_background(names):
 def serve(argv, shim_connection=None):
     """Be the dynamic provider, with `argv` as the SDK's module's arguments. With
     `shim_connection` (a forked provider), the shim's end of it closing is the engine gone."""
+    import signal
+    import threading
+
     signal.signal(signal.SIGINT, _stop)
     try:
         from components.pulumi import lifeline
@@ -153,6 +237,9 @@ def _until_closed(conn, then):
 def hand_to_zygote(argv, script):
     """Have this engine's provider zygote fork the provider; this process then stays its
     stand-in and never returns. Returns why not when there is no zygote or it refuses."""
+    import _socket
+    import struct
+
     engine = _parent_of(os.getppid())  # the engine runs the shell shim, which runs this
     if engine is None:
         return "no engine"
@@ -163,27 +250,44 @@ def hand_to_zygote(argv, script):
         return "no zygote"
     if st.st_uid != os.getuid():
         return "the zygote's socket is another user's"
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         conn.connect(path)
-        peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        peer = struct.unpack("3i", conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))
         if peer[1] != os.getuid():
-            return "the zygote is another user's"
-        body = json.dumps({"argv": list(argv), "environ": dict(os.environ), "cwd": os.getcwd(),
-                           "script": script, "pgid": os.getpgid(0)}).encode()
-        socket.send_fds(conn, [struct.pack(">I", len(body)) + body], [0, 1, 2])
-        conn.settimeout(ZYGOTE_REPLY_TIMEOUT)
-        lines = conn.makefile("rb")
-        reply = json.loads(lines.readline() or b"{}")
-        if not isinstance(reply, dict) or not reply.get("ok") or not isinstance(reply.get("pid"), int):
             conn.close()
-            return reply.get("why", "the zygote declined") if isinstance(reply, dict) else "no answer"
+            return "the zygote is another user's"
+        body = json_text({"argv": list(argv), "environ": dict(os.environ), "cwd": os.getcwd(),
+                          "script": script, "pgid": os.getpgid(0)}).encode()
+        conn.sendmsg([struct.pack(">I", len(body)) + body],
+                     [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))])
+        conn.settimeout(ZYGOTE_REPLY_TIMEOUT)
+        lines = _lines(conn)
+        reply = json_object(next(lines, b"") or b"{}")
+        if not reply.get("ok") or not isinstance(reply.get("pid"), int) or isinstance(reply.get("pid"), bool):
+            conn.close()
+            return str(reply.get("why", "the zygote declined"))
         conn.sendall(b"go\n")  # the provider touches none of this process's streams before it
     except (OSError, ValueError):
         conn.close()  # a provider forked for it leaves without a word: it waits for "go"
         return "the zygote did not answer"
     conn.settimeout(None)
     _stand_in(engine, reply["pid"], conn, lines)  # never returns
+
+
+def _lines(conn):
+    """The lines (b"...\\n", the last maybe without) that arrive on conn, until it closes."""
+    buffer = b""
+    while True:
+        while b"\n" not in buffer:
+            chunk = conn.recv(1 << 12)
+            if not chunk:
+                if buffer:
+                    yield buffer
+                return
+            buffer += chunk
+        line, _, buffer = buffer.partition(b"\n")
+        yield line + b"\n"
 
 
 def _prefix():
@@ -201,6 +305,9 @@ def _prefix():
 def _stand_in(engine, provider, conn, lines):
     """The shim of a forked provider: the engine's signals go to the provider, the engine's end
     ends the provider (the connection closes), and the provider's exit is this process's."""
+    import _signal
+    import _thread
+    import time
 
     def forward(signum, _frame):
         try:
@@ -208,24 +315,25 @@ def _stand_in(engine, provider, conn, lines):
         except OSError:
             pass
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, forward)
+    for signum in (_signal.SIGINT, _signal.SIGTERM):
+        _signal.signal(signum, forward)
     shim = os.getppid()
 
     def watch():
-        while not threading.Event().wait(POLL_INTERVAL):
+        while True:
+            time.sleep(POLL_INTERVAL)
             if os.getppid() != shim or _parent_of(shim) != engine:
                 os._exit(1)  # the connection closes with this process: the provider's lifeline
 
-    threading.Thread(target=watch, daemon=True).start()
+    _thread.start_new_thread(watch, ())
     code = 1
     try:
         for line in lines:
-            message = json.loads(line)
+            message = json_object(line)
             if "exit" in message:
                 code = int(message["exit"])
                 break
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         pass
     os._exit(code)
 
@@ -234,7 +342,9 @@ def main():
     """The shim's: `__file__` is this file, which the shim names (and execs). An engine's SIGINT
     before a provider serves ends this process quietly (and a provider forked for it, which then
     finds the connection closed)."""
-    signal.signal(signal.SIGINT, _stop)
+    import _signal
+
+    _signal.signal(_signal.SIGINT, _stop)
     if os.environ.get("EVENTBUS_PROVIDER_FORK", "1") != "0":
         hand_to_zygote(sys.argv[1:], __file__)
     if sys.flags.no_site:  # the shim starts without site (-S): only a provider served here needs it

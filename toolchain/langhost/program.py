@@ -586,10 +586,12 @@ def _resident(path, environ, script):
     the socket at `path` is no longer this one's (removed, or replaced by a newer resident), its
     working directory (the project's) is gone, or a module it loaded has changed on disk (then it
     refuses and leaves)."""
+    import signal
     import socket
     import time
 
     _name_process(RESIDENT_NAME)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leave through the socket's removal below
     provider = _provider_script()
     if provider is None:
         return
@@ -694,8 +696,10 @@ def _warm_from_resident(conn, fd, request):
     """In the resident's grandchild: become the warm program the host asked for, as one the host
     started would be once its imports are done (in a process group of its own, with the host's
     environment), on the socket `fd` the host listens on, for its engine."""
+    import signal
     import socket
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the resident's own
     os.setpgid(0, 0)
     os.environ.clear()
     os.environ.update(request["environ"])
