@@ -100,6 +100,10 @@ def test_up_from_two_checkouts_at_once_the_second_fails_on_the_lock_and_the_stat
     first = PulumiProject(tmp_path / "a", config={"phase": 0, "natsUrl": nats_server.url, "replicas": 1},
                           backend=postgres.url(table))
     first.up()
+    # The first deploy holds its lock until the second has tried (its phase 1 rollout hook waits for
+    # `release`, at most 60 s): however fast a deploy is, the two overlap.
+    release = tmp_path / "release"
+    first.set("rolloutHooks", {"1": f"i=0; while [ ! -e {release} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done"})
     # The second checkout: the same committed stack file, the stack already in the backend.
     second = PulumiProject(tmp_path / "b", backend=postgres.url(table), init_stack=False)
     shutil.copy(first.stack_file, second.stack_file)
@@ -116,6 +120,7 @@ def test_up_from_two_checkouts_at_once_the_second_fails_on_the_lock_and_the_stat
         assert running.poll() is None, "the first `pulumi up` ended before its lock was seen"
         assert len(keys(postgres, table, "%/.pulumi/locks/%")) == 1
         blocked = second.up(check=False)
+        release.touch()
         out, err = running.communicate(timeout=300)
     finally:
         if running.poll() is None:
