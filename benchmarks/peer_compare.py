@@ -150,11 +150,16 @@ def run_tofu(tofu: Path, provider: Path, count: int, workdir: Path) -> dict[str,
         server.stop()
 
 
-def seed_preview(runs: int, cold: bool = False) -> tuple[list[float], list[float]]:
-    """The real program's unchanged `pulumi preview` on the seeds' phase-0 topology; with `cold`,
-    also without Pulumi.yaml's programPreload, A/B interleaved (the second list, else empty)."""
-    times: list[float] = []
-    cold_times: list[float] = []
+#: The seed topology's other timings, as the results name them.
+LABELS_SEED = {"cold": "Without programPreload (cold)", "no resident": "Without the resident (EVENTBUS_RESIDENT=0)"}
+
+
+def seed_preview(runs: int, cold: bool = False, no_resident: bool = False) -> dict[str, list[float]]:
+    """The real program's unchanged `pulumi preview` on the seeds' phase-0 topology, as an operator's
+    commands run (with the resident): {"warm": [...]}; with `cold`, interleaved, also without
+    Pulumi.yaml's programPreload ("cold"); with `no_resident`, also with EVENTBUS_RESIDENT=0
+    ("no resident": each command's warm program imports everything itself)."""
+    times: dict[str, list[float]] = {"warm": []}
     with tempfile.TemporaryDirectory() as tmp:
         server = NatsServer(Path(tmp), name="seed").start()
         try:
@@ -166,13 +171,17 @@ def seed_preview(runs: int, cold: bool = False) -> tuple[list[float], list[float
             cold_yaml = without_program_preload(warm_yaml)
             for _ in range(runs):
                 spec.write_text(warm_yaml)
-                times.append(timed(lambda: project.preview("--expect-no-changes")))
+                times["warm"].append(timed(lambda: project.preview("--expect-no-changes")))
+                if no_resident:
+                    project.env["EVENTBUS_RESIDENT"] = "0"
+                    times.setdefault("no resident", []).append(timed(lambda: project.preview("--expect-no-changes")))
+                    project.env["EVENTBUS_RESIDENT"] = "1"
                 if cold:
                     spec.write_text(cold_yaml)
-                    cold_times.append(timed(lambda: project.preview("--expect-no-changes")))
+                    times.setdefault("cold", []).append(timed(lambda: project.preview("--expect-no-changes")))
         finally:
             server.stop()
-    return times, cold_times
+    return times
 
 
 def main() -> int:
@@ -185,6 +194,10 @@ def main() -> int:
                         help="also time the floor program after importing this project's modules (unused)")
     parser.add_argument("--cold-floor", action="store_true",
                         help="also time the floor program started cold (without programPreload)")
+    parser.add_argument("--seed-runs", type=int, default=0, help="seed topology previews (default: runs, at least 5)")
+    parser.add_argument("--seed-without-resident", action="store_true",
+                        help="also time the seed topology's preview with EVENTBUS_RESIDENT=0, interleaved")
+    parser.add_argument("--seed-only", action="store_true", help="time only the seed topology's preview")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS-peer-compare.md"))
     args = parser.parse_args()
     tofu = Path(args.tofu) if args.tofu and Path(args.tofu).exists() else None
@@ -194,7 +207,7 @@ def main() -> int:
     if "tofu" not in tools:
         print("tofu or terraform-provider-jetstream not given: measuring this project and the floor only", flush=True)
 
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [] if args.seed_only else [int(s) for s in args.sizes.split(",")]
     results: dict[tuple[int, str, str], list[float]] = {}
     for size in sizes:
         count = size // 2
@@ -211,9 +224,10 @@ def main() -> int:
                     results.setdefault((size, tool, op), []).append(seconds)
                 print(f"{size:5d} resources, run {run + 1}, {tool:7s}: "
                       + ", ".join(f"{op} {s:.2f}s" for op, s in row.items()), flush=True)
-    seed, seed_cold = seed_preview(max(args.runs, 5), cold=args.cold_floor)
-    print(f"seed topology unchanged preview: median {statistics.median(seed):.2f}s"
-          + (f" (cold: {statistics.median(seed_cold):.2f}s)" if seed_cold else ""), flush=True)
+    seeds = seed_preview(args.seed_runs or max(args.runs, 5), cold=args.cold_floor, no_resident=args.seed_without_resident)
+    seed = seeds["warm"]
+    print("seed topology unchanged preview: " + ", ".join(
+        f"{kind} median {statistics.median(values):.2f}s" for kind, values in seeds.items()), flush=True)
 
     def med(size: int, tool: str, op: str) -> float | None:
         values = results.get((size, tool, op))
@@ -253,8 +267,8 @@ def main() -> int:
         "",
         f"Seed topology (the real program, phase 0, 7 resources): unchanged `pulumi preview` median "
         f"{statistics.median(seed):.2f}s over {len(seed)} runs (min {min(seed):.2f}s, max {max(seed):.2f}s)."
-        + (f" Without programPreload (cold), interleaved: median {statistics.median(seed_cold):.2f}s "
-           f"(min {min(seed_cold):.2f}s, max {max(seed_cold):.2f}s)." if seed_cold else ""),
+        + "".join(f" {LABELS_SEED[kind]}, interleaved: median {statistics.median(values):.2f}s "
+                  f"(min {min(values):.2f}s, max {max(values):.2f}s)." for kind, values in seeds.items() if kind != "warm"),
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
