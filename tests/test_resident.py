@@ -16,6 +16,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT, PulumiProject, marked_processes
+from tests.harness import PASSPHRASE, ROOT, PulumiProject, marked_processes
 from tests.test_lifeline import alive
 from tests.traffic import wait_until
 
@@ -52,21 +53,10 @@ def one_resident(project: PulumiProject) -> int:
 
 
 def listening_path(pid: int) -> str:
-    """The path of the unix socket process `pid` listens on."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[len("socket:["):-1])
-    with open("/proc/net/unix", encoding="ascii") as fh:
-        for line in fh.readlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 8 and fields[6] in inodes:
-                return fields[7]
-    return ""
+    """The socket path of resident `pid`: RESIDENT, the warm program's argument it was forked with
+    (program.py: `--warm SOCKET FD ENGINE_PID MODULES PROGRAM_DIR RESIDENT SCRIPT`)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        return fh.read().rstrip(b"\0").split(b"\0")[-2].decode()
 
 
 def ran(project: PulumiProject, *extra: str) -> dict:
@@ -90,18 +80,22 @@ def resident(tmp_path: Path) -> Iterator[PulumiProject]:
 
 def test_the_next_command_runs_in_a_program_the_resident_forked_and_the_resident_holds_no_secret(
         resident: PulumiProject) -> None:
+    resident.env.update({"PGPASSWORD": "pg-secret", "SERVICE_URL": "postgres://app:url-secret@db/x"})
     first = ran(resident)
     assert first["comm"] != FORKED and first["marker"] == 1
     pid = one_resident(resident)
     with open(f"/proc/{pid}/environ", "rb") as fh:
-        environ = fh.read().split(b"\0")
-    assert not any(entry.startswith(b"PULUMI_CONFIG_PASSPHRASE=") for entry in environ)
-    assert any(entry.startswith(b"EVENTBUS_TEST_MARKER=") for entry in environ)
+        environ = fh.read()
+    for secret in (PASSPHRASE, "pg-secret", "url-secret", resident.env["PULUMI_BACKEND_URL"]):
+        assert secret.encode() not in environ
+    assert b"EVENTBUS_TEST_MARKER=" in environ
     assert oct(os.stat(listening_path(pid)).st_mode & 0o777) == oct(0o600)
 
     second = ran(resident)
     assert second == {**first, "comm": FORKED}
-    assert second["passphrase"] is True  # the engine's secrets come with the run, not from the resident
+    # The engine's secrets come with the run, not from the resident.
+    assert second["passphrase"] is True
+    assert second["secretsSeen"] == ["PGPASSWORD", "PULUMI_BACKEND_URL", "SERVICE_URL"]
     assert one_resident(resident) == pid
     assert resident.preview("--expect-no-changes").returncode == 0
     assert one_resident(resident) == pid
@@ -111,9 +105,9 @@ def test_a_module_edited_since_the_resident_imported_it_is_imported_again(reside
     ran(resident)
     old = one_resident(resident)
     marker = resident.dir / "resident_marker.py"
-    marker.write_text("VALUE = 2\n")
-    later = os.stat(marker).st_mtime + 2
-    os.utime(marker, (later, later))
+    before = os.stat(marker)
+    marker.write_text("VALUE = 2\n")  # the same size, and maybe the same mtime: the ctime differs
+    os.utime(marker, ns=(before.st_atime_ns, before.st_mtime_ns))
 
     edited = ran(resident)
     assert edited["marker"] == 2 and edited["comm"] != FORKED
@@ -236,3 +230,63 @@ def test_sigterm_ends_the_resident_and_removes_its_socket(resident: PulumiProjec
     assert wait_until(lambda: not alive(pid), 5)
     assert not os.path.exists(path)
     assert ran(resident)["comm"] != FORKED
+
+
+@pytest.mark.parametrize("wrap", [["nice", "-n", "7"], ["sh", "-c", 'umask 077 && exec "$@"', "umask"]],
+                         ids=["nice", "umask"])
+def test_a_command_with_other_process_settings_is_refused(resident: PulumiProject, wrap: list[str]) -> None:
+    ran(resident)
+    old = one_resident(resident)
+    done = subprocess.run([*wrap, "pulumi", "up", "--yes", "--skip-preview", "--non-interactive", "--stack",
+                           resident.stack, "--cwd", str(resident.dir)], env=resident.env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    outputs = resident.outputs()
+    assert outputs["comm"] != FORKED
+    assert outputs["nice"] == (7 if wrap[0] == "nice" else 0)
+    assert one_resident(resident) != old  # the refused command's warm program left its own
+
+
+def test_a_module_that_changes_while_the_warm_program_imports_it_leaves_no_resident(
+        resident: PulumiProject) -> None:
+    # The module rewrites its own file as it is imported: an edit saved during the imports.
+    marker = resident.dir / "resident_marker.py"
+    marker.write_text("import pathlib\nVALUE = 1\npathlib.Path(__file__).write_text('VALUE = 2\\n')\n")
+    assert ran(resident)["marker"] == 1
+    marker_env = resident.env["EVENTBUS_TEST_MARKER"]
+    assert wait_until(lambda: not marked_processes(marker_env), 10), "a resident kept what it cannot trust"
+    second = ran(resident)  # the file as the module left it, imported again
+    assert second["marker"] == 2 and second["comm"] != FORKED
+    assert ran(resident) == {**second, "comm": FORKED}
+
+
+def program_module() -> dict:
+    """toolchain/langhost/program.py's functions, without running it."""
+    text = (ROOT / "toolchain" / "langhost" / "program.py").read_text()
+    namespace: dict = {"__name__": "eventbus_program"}
+    exec(compile(text.replace("\n_main()\n", "\n"), "program.py", "exec"), namespace)  # noqa: S102 - the repo's file
+    return namespace
+
+
+@pytest.mark.parametrize(("name", "value", "withheld"), [
+    ("PULUMI_CONFIG_PASSPHRASE", "x", True), ("PULUMI_BACKEND_URL", "file:///state", True),
+    ("PGPASSWORD", "x", True), ("GITHUB_TOKEN", "x", True), ("AWS_SECRET_ACCESS_KEY", "x", True),
+    ("AZURE_STORAGE_KEY", "x", True), ("NATS_CREDS", "x", True), ("DB_URL", "postgres://u:p@h:5432/db", True),
+    ("HTTPS_PROXY", "http://user:pw@proxy:3128", True),
+    ("PATH", "/usr/bin", False), ("NATS_URL", "nats://127.0.0.1:4222", False), ("HOME", "/root", False),
+    ("EMAIL", "me@example.com", False), ("DOCS", "https://example.com/a@b", False),
+])
+def test_what_the_host_withholds(name: str, value: str, withheld: bool) -> None:
+    assert program_module()["_withheld"](name, value) is withheld
+
+
+def test_the_stamps_cover_installs_and_the_process_profile_its_inherited_settings() -> None:
+    program = program_module()
+    stamps = program["_module_stamps"]()
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    assert site in stamps and os.path.join(sys.prefix, "pyvenv.cfg") in stamps
+    assert any(path.endswith(".pth") for path in stamps)
+    assert all(stamp is None or len(stamp) == 4 for stamp in stamps.values())
+    profile = program["_process_profile"](os.getpid())
+    assert {"namespace net", "cgroup", "Umask", "nice", "hard limit Max open files"} <= set(profile)
+    assert profile == program["_process_profile"](os.getpid())

@@ -29,8 +29,8 @@ interpreter's 0.1-0.2 s teardown; the modules Pulumi.yaml's runtime option provi
 host's prestart Invoke is for an update (the program runs for `pulumi up`), the modules of
 providerPreloadUpdate too (what creates and updates need, and the calls of a preview do not).
 
-The shim runs without site (-S), and its way to the zygote imports only modules built into the
-interpreter (_socket, _json, _signal, _thread, _sha256): the json, socket, signal and hashlib
+The shim runs without site (-S), and its way to the zygote imports only the interpreter's own C
+modules (_socket, _json, _signal, _thread, _sha256 or _sha2): the json, socket, signal and hashlib
 packages would take three quarters of its 50 ms start (their enum and re imports), on the path of
 every command, before the provider can serve.
 """
@@ -55,9 +55,12 @@ def zygote_path(engine, prefix, cwd):
     """The socket of the provider zygote for this engine, interpreter prefix (the virtualenv) and
     working directory: toolchain/langhost/program.py listens there, the shim connects there."""
     try:
-        from _sha256 import sha256
-    except ImportError:  # an interpreter built without its own hashes
-        from hashlib import sha256
+        from _sha256 import sha256  # Python 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # Python 3.12 on
+        except ImportError:  # an interpreter built without its own hashes
+            from hashlib import sha256
     digest = sha256("\0".join((os.path.realpath(prefix), os.path.realpath(cwd))).encode()).hexdigest()[:16]
     return os.path.join(_tempdir(), f"eventbus-provider-{engine}-{digest}.sock")
 
@@ -144,11 +147,13 @@ def _skip(text, i):
     return i
 
 
-def environment_differs(ours, theirs):
-    """The keys, outside OWN_PREFIXES and SHELL_OWN, whose values differ between two environments."""
+def environment_differs(ours, theirs, withheld=None):
+    """The keys, outside OWN_PREFIXES and SHELL_OWN, whose values differ between two environments;
+    with `withheld(name, value)`, also outside what it says the language host withholds."""
     keys = set(ours) | set(theirs)
     return sorted(k for k in keys
-                  if not k.startswith(OWN_PREFIXES) and k not in SHELL_OWN and ours.get(k) != theirs.get(k))
+                  if not k.startswith(OWN_PREFIXES) and k not in SHELL_OWN and ours.get(k) != theirs.get(k)
+                  and not (withheld and withheld(k, theirs.get(k) or ours.get(k) or "")))
 
 
 def _parent_of(pid):

@@ -78,7 +78,8 @@ const noWarmEnv = "EVENTBUS_WARM"
 func warmOff() bool { return asOfficial() || os.Getenv(noWarmEnv) == "0" }
 
 // residentEnv turns the resident off (0) or on (1); unset, it is on except under CI (the CI
-// variable set), where each command is a new machine's and the resident would only outlive it.
+// variable set, and not 0 or false), where each command is a new machine's and the resident would
+// only outlive it.
 const residentEnv = "EVENTBUS_RESIDENT"
 
 func residentOff() bool {
@@ -88,23 +89,52 @@ func residentOff() bool {
 	case "1":
 		return false
 	}
-	return os.Getenv("CI") != ""
+	switch os.Getenv("CI") {
+	case "", "0", "false", "False", "FALSE":
+		return false
+	}
+	return true
 }
 
 // residentReplyTimeout bounds the wait for a resident's answer (it forks and answers in
 // milliseconds); past it, the host starts a warm program itself.
 const residentReplyTimeout = 2 * time.Second
 
-// withheld are the engine's secrets, which a warm program (and a resident) is started without:
-// the host that runs the program hands them over with the run (program.py's WITHHELD).
-var withheld = map[string]bool{
-	"PULUMI_CONFIG_PASSPHRASE": true, "PULUMI_CONFIG_PASSPHRASE_FILE": true, "PULUMI_ACCESS_TOKEN": true}
+// withheldNames and withheldParts say which variables of the engine's environment are secrets
+// that a warm program (and so a resident) is started without: the host that runs the program
+// hands them over with the run. isWithheld is the rule; program.py's _withheld is the same.
+var (
+	withheldNames = map[string]bool{"PULUMI_CONFIG_PASSPHRASE": true, "PULUMI_CONFIG_PASSPHRASE_FILE": true,
+		"PULUMI_ACCESS_TOKEN": true, "PULUMI_BACKEND_URL": true}
+	withheldParts = []string{"PASSWORD", "PASSWD", "PASSPHRASE", "TOKEN", "SECRET", "CREDENTIAL", "CREDS", "NKEY"}
+)
+
+// isWithheld is true for those names, names with those parts or ending in _KEY, and URLs with a
+// password (scheme://user:password@host...).
+func isWithheld(key, value string) bool {
+	upper := strings.ToUpper(key)
+	if withheldNames[key] || strings.HasSuffix(upper, "_KEY") {
+		return true
+	}
+	for _, part := range withheldParts {
+		if strings.Contains(upper, part) {
+			return true
+		}
+	}
+	scheme := strings.Index(value, "://")
+	if scheme < 0 {
+		return false
+	}
+	rest := value[scheme+3:]
+	at, slash := strings.Index(rest, "@"), strings.Index(rest, "/")
+	return at >= 0 && (slash < 0 || at < slash)
+}
 
 // warmEnviron is this host's environment without the withheld variables.
 func warmEnviron() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); !withheld[k] {
+		if k, v, _ := strings.Cut(kv, "="); !isWithheld(k, v) {
 			env = append(env, kv)
 		}
 	}
@@ -337,7 +367,13 @@ func askResident(resident string, socket *os.File, warm string) bool {
 		Pid int  `json:"pid"`
 	}
 	line, err := bufio.NewReader(conn).ReadBytes('\n')
-	return err == nil && json.Unmarshal(line, &reply) == nil && reply.OK && reply.Pid > 0
+	if err != nil || json.Unmarshal(line, &reply) != nil || !reply.OK || reply.Pid <= 0 {
+		return false
+	}
+	// The warm program takes the socket only on this word: one answering after the deadline
+	// finds the connection closed instead, and leaves.
+	_, err = conn.Write([]byte("go\n"))
+	return err == nil
 }
 
 // startWarm starts, once, a program process that imports the programPreload modules now, while

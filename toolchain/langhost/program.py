@@ -15,7 +15,7 @@
         {argv, set, environ, cwd}, with its standard output and error as SCM_RIGHTS descriptors.
         The answer is one JSON line: {"ok": false, "why": ...} when this process's environment
         or working directory is not the host's (the host then starts the program cold; the
-        engine's secrets, WITHHELD, are the one difference allowed), else {"ok": true, "pid": ...}.
+        engine's secrets, _withheld, are the one difference allowed), else {"ok": true, "pid": ...}.
         The process then becomes the program: the descriptors become its standard output and
         error, its environment becomes the host's, `set` (the stack's config) joins it, and the exec
         script runs with `argv`. Every exit, os._exit included (a cancel, the program's own
@@ -35,22 +35,30 @@ ZYGOTE_IDLE without one.
 With RESIDENT (a socket path, and SCRIPT, the digest of this file the host embeds), the warm
 program also forks, after the zygote, the resident (`_fork_resident`): a process that keeps the
 imports for the commands that follow, in a process group of its own with no standard streams,
-and listens at RESIDENT (0600). The next command's host asks it first (main.go's askResident):
-a 4-byte big-endian length and JSON {path, engine, environ, cwd, script}, with the socket the
-host listens on at `path` as an SCM_RIGHTS descriptor. The resident refuses
-({"ok": false, "why": ...}) when the request is malformed, or the host embeds another version
-of this file, or a file it loaded a module from (or a package's directory, or the interpreter)
-has changed since (it then leaves, and the host's new warm program leaves a new resident), or
-the working directory differs, or the host is in another session (a provider must join its
-engine's process group), or the environment differs outside the engine's and the host's own
-variables (toolchain/provider.py's rule). Else it forks (twice, so that the warm program is
-nobody's child) a warm program for that engine, which answers {"ok": true, "pid": ...} and then
-is what a host's own warm program is once its imports are done: zygote, wait for the run, run.
-It never holds the engine's secrets: the host withholds them (WITHHELD) from the warm programs
-it starts and from the resident, and hands them over with the run. It ends after RESIDENT_IDLE
-without a request (EVENTBUS_RESIDENT_IDLE, seconds), or when its socket is removed or taken by
-a newer resident, or its working directory is gone. `ps` shows it as `warm-resident`, the warm programs it forks as `warm-forked`.
-EVENTBUS_RESIDENT=0 turns it off; it is off by default under CI (the CI variable set).
+and listens at RESIDENT (0600; bound under another name and renamed over it, so that of two
+residents starting at once one whole one stays). It does not start when a file it would stamp
+changed from shortly before the imports began (an edit saved while they ran). The next command's
+host asks it first (main.go's askResident): a 4-byte big-endian length and JSON {path, engine,
+environ, cwd, script}, with the socket the host listens on at `path` as an SCM_RIGHTS
+descriptor. The resident refuses ({"ok": false, "why": ...}) when the request is malformed, or
+the host embeds another version of this file, or a file it loaded a module from (or a package's
+directory, a directory on sys.path, a .pth file there, pyvenv.cfg, the interpreter) has changed
+since (mtime, ctime, size or inode: it then leaves, and the host's new warm program leaves a new
+resident), or the working directory differs, or the host is in another session (a provider must
+join its engine's process group), or the environment differs outside the engine's and the host's
+own variables (toolchain/provider.py's rule) and the secrets, or the host's process settings do
+(`_process_profile`: namespaces, cgroup, hard limits, umask, groups, CPU affinity, nice). Else it
+forks (twice, so that the warm program is nobody's child) a warm program for that engine, which
+answers {"ok": true, "pid": ...}, takes the socket only once the host says "go" (a host that gave
+up has closed the connection: it then leaves), and then is what a host's own warm program is
+once its imports are done: zygote, wait for the run, run. It never holds the engine's secrets:
+the host withholds them (`_withheld`: the passphrase, the access token, the backend URL, names
+with PASSWORD, TOKEN, SECRET, CREDENTIAL... or ending in _KEY, URLs with a password) from the
+warm programs it starts, and so from the resident, and hands them over with the run. It ends
+after RESIDENT_IDLE without a request (EVENTBUS_RESIDENT_IDLE, seconds), on SIGTERM, or when its
+socket is removed or taken by a newer resident, or its working directory is gone. `ps` shows it
+as `warm-resident`, the warm programs it forks as `warm-forked`. EVENTBUS_RESIDENT=0 turns it off;
+it is off by default under CI (the CI variable set, and not 0 or false).
 
 Either way the run itself (`run`) is the same. An engine cancel (SIGINT) ends the program
 quietly, with the exec script's bail code, instead of a KeyboardInterrupt traceback. The SDK
@@ -95,10 +103,29 @@ FORKED_PROVIDER_NAME = "provider-forked"
 RESIDENT_IDLE = 900.0
 RESIDENT_NAME = "warm-resident"
 WARM_NAME = "warm-forked"
-#: What a language host withholds from the warm programs it prepares (and from a resident), and
-#: hands over with the run: the secrets of the engine's own environment. Only these may differ
-#: between the host that prepared a warm program and the one that runs it.
-WITHHELD = frozenset({"PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_ACCESS_TOKEN"})
+#: How long before its imports start a file may have changed for a resident to trust them (file
+#: times are a few milliseconds coarse).
+STAMP_SLACK_NS = 100_000_000
+#: What a language host withholds from the warm programs it prepares (and so from a resident), and
+#: hands over with the run (_withheld, main.go's isWithheld): these names, names with these parts
+#: or ending in _KEY, and URLs with a password. Only they may differ between the host that
+#: prepared a warm program and the one that runs it.
+WITHHELD_NAMES = frozenset({"PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_ACCESS_TOKEN",
+                            "PULUMI_BACKEND_URL"})
+WITHHELD_PARTS = ("PASSWORD", "PASSWD", "PASSPHRASE", "TOKEN", "SECRET", "CREDENTIAL", "CREDS", "NKEY")
+
+
+def _withheld(name, value):
+    """Whether the environment variable `name`=`value` is a secret the host withholds."""
+    upper = name.upper()
+    if name in WITHHELD_NAMES or upper.endswith("_KEY") or any(part in upper for part in WITHHELD_PARTS):
+        return True
+    scheme = value.find("://")
+    if scheme < 0:
+        return False
+    rest = value[scheme + 3:]
+    at, slash = rest.find("@"), rest.find("/")
+    return at >= 0 and (slash < 0 or at < slash)
 
 
 def _run(argv):
@@ -375,7 +402,7 @@ def _refusal(request, provider):
         return "malformed request"
     if os.path.realpath(request["cwd"]) != os.path.realpath(os.getcwd()):
         return "working directory differs"
-    differ = provider["environment_differs"](dict(os.environ), request["environ"])
+    differ = provider["environment_differs"](dict(os.environ), request["environ"], _withheld)
     if differ:
         return "environment differs: " + ", ".join(differ[:5])
     if os.path.realpath(str(request.get("script"))) != os.path.realpath(provider["__file__"]):
@@ -440,6 +467,9 @@ def _warm(path, fd, engine, names, program_dir, resident, script):
     environ = dict(os.environ)
     import importlib
     import socket
+    import time
+
+    since = time.time_ns() - STAMP_SLACK_NS  # a file changed after this may not be what was imported
 
     zygote = _bind_provider_zygote(engine)
     server = socket.socket(fileno=fd)
@@ -457,7 +487,7 @@ def _warm(path, fd, engine, names, program_dir, resident, script):
         _fork_provider_zygote(zygote, engine, [server.fileno()])
         dropped[1:] = []
     if resident:
-        _fork_resident(resident, environ, script, [server.fileno()])
+        _fork_resident(resident, environ, script, since, [server.fileno()])
     _take_run(server, environ, taken, dropped)
 
 
@@ -491,7 +521,7 @@ def _unlink(paths):
 
 def _take_run(server, environ, taken, dropped):
     """Accept the host that runs the program, on `server`, and become the program, or refuse it
-    when its environment (`environ`: the one this program was prepared in), outside WITHHELD, or
+    when its environment (`environ`: the one this program was prepared in), outside _withheld, or
     its working directory is not this process's."""
     raw_exit = os._exit
     conn, _ = server.accept()
@@ -502,7 +532,8 @@ def _take_run(server, environ, taken, dropped):
     if request is None:
         raw_exit(1)
     theirs = dict(request["environ"])
-    differ = sorted(k for k in set(theirs) | set(environ) if k not in WITHHELD and theirs.get(k) != environ.get(k))
+    differ = sorted(k for k in set(theirs) | set(environ) if theirs.get(k) != environ.get(k)
+                    and not _withheld(k, theirs.get(k) or environ.get(k) or ""))
     if differ:
         _send(conn, {"ok": False, "why": "environment differs: " + ", ".join(differ[:5])})
         raw_exit(0)
@@ -530,11 +561,14 @@ def _take_run(server, environ, taken, dropped):
     _run(request["argv"])
 
 
-def _fork_resident(path, environ, script, inherited):
+def _fork_resident(path, environ, script, since, inherited):
     """Fork the resident (see the module's docstring) off this warm program, with what it has
     imported, detached from it: its own process group, its standard streams /dev/null, and
     `inherited` (descriptors) closed. This process waits only for the intermediate fork."""
-    child = os.fork()
+    try:
+        child = os.fork()
+    except OSError:
+        return  # no resident this time
     if child:
         try:
             os.waitpid(child, 0)
@@ -551,7 +585,7 @@ def _fork_resident(path, environ, script, inherited):
         for target in (0, 1, 2):
             os.dup2(null, target)
         os.close(null)
-        _resident(path, environ, script)
+        _resident(path, environ, script, since)
     except BaseException:  # noqa: BLE001 - no resident: every command starts its own warm program
         pass
     finally:
@@ -559,10 +593,11 @@ def _fork_resident(path, environ, script, inherited):
 
 
 def _module_stamps():
-    """What the resident's modules were loaded from: {path: (mtime_ns, size, inode) or None}, for
-    every imported module's file, every package's directory (a module added beside them) and the
-    interpreter."""
-    paths = {sys.executable}
+    """What the resident's modules were loaded from: {path: stamp (_stamp)}, for every imported
+    module's file, every package's directory (a module added beside them), every directory on
+    sys.path but the working directory's (an install adds to it) and the .pth files there, the
+    virtualenv's pyvenv.cfg, and the interpreter."""
+    paths = {sys.executable, os.path.join(sys.prefix, "pyvenv.cfg")}
     for module in list(sys.modules.values()):
         name = getattr(module, "__file__", None)
         if isinstance(name, str) and name:
@@ -570,18 +605,61 @@ def _module_stamps():
         for folder in getattr(module, "__path__", None) or ():
             if isinstance(folder, str) and folder:
                 paths.add(os.path.abspath(folder))
+    cwd = os.getcwd()
+    for folder in sys.path:
+        if not folder or os.path.abspath(folder) == cwd or not os.path.isdir(folder):
+            continue
+        paths.add(os.path.abspath(folder))
+        try:
+            paths.update(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".pth"))
+        except OSError:
+            pass
     return {name: _stamp(name) for name in paths}
 
 
 def _stamp(name):
+    """(mtime_ns, ctime_ns, size, inode), or None when there is no such file; ctime, which no tool
+    sets back, catches a rewrite that keeps the size and the modification time."""
     try:
         st = os.stat(name)
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino
 
 
-def _resident(path, environ, script):
+def _process_profile(pid):
+    """What process `pid` has that a process it starts inherits besides its environment and
+    working directory, and that a warm program the resident forks takes from the resident instead:
+    namespaces, cgroup, hard resource limits (a Go process raises its own soft ones), umask,
+    groups, CPU affinity and nice. What cannot be read is left out."""
+    profile = {}
+    base = f"/proc/{pid}"
+    for ns in ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts"):
+        try:
+            profile["namespace " + ns] = os.readlink(f"{base}/ns/{ns}")
+        except OSError:
+            pass
+    try:
+        with open(f"{base}/cgroup", encoding="utf-8") as fh:
+            profile["cgroup"] = fh.read()
+        with open(f"{base}/limits", encoding="ascii") as fh:
+            for line in fh.read().splitlines()[1:]:
+                values = line[26:].split()
+                if len(values) >= 2:
+                    profile["hard limit " + line[:26].strip()] = values[1]
+        with open(f"{base}/status", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("Umask", "Groups", "Cpus_allowed_list"):
+                    profile[key] = value.strip()
+        with open(f"{base}/stat", encoding="ascii", errors="replace") as fh:
+            profile["nice"] = fh.read().rsplit(")", 1)[1].split()[16]
+    except (OSError, IndexError):
+        pass
+    return profile
+
+
+def _resident(path, environ, script, since):
     """Serve warm programs from this process's imports until RESIDENT_IDLE passes without a request,
     the socket at `path` is no longer this one's (removed, or replaced by a newer resident), its
     working directory (the project's) is gone, or a module it loaded has changed on disk (then it
@@ -595,29 +673,37 @@ def _resident(path, environ, script):
     provider = _provider_script()
     if provider is None:
         return
+    try:
+        idle = float(os.environ.get("EVENTBUS_RESIDENT_IDLE") or RESIDENT_IDLE)
+    except ValueError:
+        idle = RESIDENT_IDLE
     stamps = _module_stamps()
+    if any(stamp and max(stamp[0], stamp[1]) >= since for stamp in stamps.values()):
+        return  # changed while the warm program imported: what it holds may not be what is there
+    profile = _process_profile(os.getpid())
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    _unlink([path])
+    fresh = f"{path}.{os.getpid()}"
+    _unlink([fresh])
     umask = os.umask(0o177)  # the socket is its user's alone (0600)
     try:
-        listener.bind(path)
+        listener.bind(fresh)
         listener.listen(8)
     finally:
         os.umask(umask)
-    ours = os.stat(path).st_ino
+    ours = os.stat(fresh).st_ino
+    os.rename(fresh, path)  # at once: another resident starting now replaces it whole, or is replaced
     listener.settimeout(POLL_INTERVAL)
-    idle = float(os.environ.get("EVENTBUS_RESIDENT_IDLE") or RESIDENT_IDLE)
     cwd = os.getcwd()
     last = time.monotonic()
     try:
-        while time.monotonic() - last < idle and (_stamp(path) or (0, 0, 0))[2] == ours and os.path.isdir(cwd):
+        while time.monotonic() - last < idle and (_stamp(path) or (0, 0, 0, 0))[3] == ours and os.path.isdir(cwd):
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
             last = time.monotonic()
             try:
-                if _serve_resident(conn, listener, environ, script, stamps, provider) == "stale":
+                if _serve_resident(conn, listener, environ, script, stamps, profile, provider) == "stale":
                     break
             except Exception:  # noqa: BLE001 - one bad request ends that request, not the resident
                 pass
@@ -633,7 +719,7 @@ def _resident(path, environ, script):
             pass
 
 
-def _serve_resident(conn, listener, environ, script, stamps, provider):
+def _serve_resident(conn, listener, environ, script, stamps, profile, provider):
     """Answer one language host: refuse it ({"ok": false, "why": ...}; "stale" when a module changed
     on disk), or fork its warm program, which answers {"ok": true, "pid": ...} itself."""
     import socket
@@ -648,7 +734,7 @@ def _serve_resident(conn, listener, environ, script, stamps, provider):
     try:
         if request is None:
             return ""
-        why, stale = _resident_refusal(request, peer[0], environ, script, stamps, provider)
+        why, stale = _resident_refusal(request, peer[0], environ, script, stamps, profile, provider)
         if why:
             _send(conn, {"ok": False, "why": why})
             return "stale" if stale else ""
@@ -668,7 +754,7 @@ def _serve_resident(conn, listener, environ, script, stamps, provider):
             os.close(fd)
 
 
-def _resident_refusal(request, host, environ, script, stamps, provider):
+def _resident_refusal(request, host, environ, script, stamps, profile, provider):
     """(why, stale): why the resident does not fork the warm program the request describes, or ''
     and False; stale when it never will again (a module changed on disk, another program.py)."""
     shapes = (("cwd", str), ("environ", dict), ("path", str), ("engine", int), ("script", str))
@@ -686,9 +772,13 @@ def _resident_refusal(request, host, environ, script, stamps, provider):
             return "another session", False  # its providers could not join their engine's process group
     except OSError:
         return "the host is gone", False
-    differ = provider["environment_differs"](environ, request["environ"])
+    differ = provider["environment_differs"](environ, request["environ"], _withheld)
     if differ:
         return "environment differs: " + ", ".join(differ[:5]), False
+    theirs = _process_profile(host)
+    differ = sorted(k for k in set(profile) & set(theirs) if profile[k] != theirs[k])
+    if differ:
+        return "process settings differ: " + ", ".join(differ[:5]), False
     return "", False
 
 
@@ -701,6 +791,15 @@ def _warm_from_resident(conn, fd, request):
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the resident's own
     os.setpgid(0, 0)
+    _name_process(WARM_NAME)
+    try:  # a host that gave up waiting has closed the connection: then leave, using nothing of it
+        conn.settimeout(REQUEST_TIMEOUT)
+        _send(conn, {"ok": True, "pid": os.getpid()})
+        if conn.recv(3) != b"go\n":
+            os._exit(0)
+    except OSError:
+        os._exit(0)
+    conn.close()
     os.environ.clear()
     os.environ.update(request["environ"])
     environ = dict(os.environ)
@@ -709,9 +808,6 @@ def _warm_from_resident(conn, fd, request):
     server = socket.socket(fileno=fd)
     server.setblocking(True)
     taken, dropped = _wait_for_run(engine, [request["path"]] + ([zygote[1]] if zygote else []))
-    _name_process(WARM_NAME)
-    _send(conn, {"ok": True, "pid": os.getpid()})
-    conn.close()
     if zygote:
         _fork_provider_zygote(zygote, engine, [server.fileno()])
         dropped[1:] = []
