@@ -71,11 +71,14 @@ def resident(tmp_path: Path) -> Iterator[PulumiProject]:
     (project.dir / "resident_marker.py").write_text("VALUE = 1\n")
     project.env.update({"EVENTBUS_RESIDENT": "1", "EVENTBUS_TEST_MARKER": uuid.uuid4().hex})
     yield project
-    for pid in marked_processes(project.env["EVENTBUS_TEST_MARKER"]):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    marker = project.env["EVENTBUS_TEST_MARKER"]
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGTERM first: a resident then removes its socket
+        for pid in marked_processes(marker):
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        wait_until(lambda: not any(alive(pid) for pid in marked_processes(marker)), 3)
 
 
 def test_the_next_command_runs_in_a_program_the_resident_forked_and_the_resident_holds_no_secret(
@@ -290,3 +293,27 @@ def test_the_stamps_cover_installs_and_the_process_profile_its_inherited_setting
     profile = program["_process_profile"](os.getpid())
     assert {"namespace net", "cgroup", "Umask", "nice", "hard limit Max open files"} <= set(profile)
     assert profile == program["_process_profile"](os.getpid())
+
+
+def test_a_new_resident_removes_the_sockets_of_residents_that_were_killed(resident: PulumiProject) -> None:
+    ran(resident)
+    pid = one_resident(resident)
+    path = listening_path(pid)
+    prefix = path.rsplit("-", 1)[0]
+    dead = f"{prefix}-{uuid.uuid4().hex[:16]}.sock"  # a killed resident's: bound, nobody listening
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(dead)
+    listener.close()
+    not_a_socket = f"{prefix}-{uuid.uuid4().hex[:16]}.sock"
+    Path(not_a_socket).write_text("")
+    try:
+        os.kill(pid, signal.SIGKILL)  # its socket stays behind too
+        assert wait_until(lambda: not alive(pid), 5) and os.path.exists(path)
+        ran(resident)
+        new = one_resident(resident)
+        assert listening_path(new) == path and os.path.exists(path)
+        assert not os.path.exists(dead)
+        assert os.path.exists(not_a_socket)  # only sockets nobody listens on are removed
+    finally:
+        Path(not_a_socket).unlink(missing_ok=True)
+        Path(dead).unlink(missing_ok=True)

@@ -56,7 +56,8 @@ the host withholds them (`_withheld`: the passphrase, the access token, the back
 with PASSWORD, TOKEN, SECRET, CREDENTIAL... or ending in _KEY, URLs with a password) from the
 warm programs it starts, and so from the resident, and hands them over with the run. It ends
 after RESIDENT_IDLE without a request (EVENTBUS_RESIDENT_IDLE, seconds), on SIGTERM, or when its
-socket is removed or taken by a newer resident, or its working directory is gone. `ps` shows it
+socket is removed or taken by a newer resident, or its working directory is gone; as it starts, it
+removes this user's resident sockets that nobody listens on (a killed resident's). `ps` shows it
 as `warm-resident`, the warm programs it forks as `warm-forked`. EVENTBUS_RESIDENT=0 turns it off;
 it is off by default under CI (the CI variable set, and not 0 or false).
 
@@ -692,6 +693,7 @@ def _resident(path, environ, script, since):
         os.umask(umask)
     ours = os.stat(fresh).st_ino
     os.rename(fresh, path)  # at once: another resident starting now replaces it whole, or is replaced
+    _sweep_residents(path)
     listener.settimeout(POLL_INTERVAL)
     cwd = os.getcwd()
     last = time.monotonic()
@@ -717,6 +719,34 @@ def _resident(path, environ, script, since):
                 os.unlink(path)
         except OSError:
             pass
+
+
+def _sweep_residents(path):
+    """Remove this user's resident sockets, beside `path`, that nobody listens on any more (a
+    resident that was killed leaves its socket behind)."""
+    import glob
+    import socket
+    import stat
+
+    folder, name = os.path.split(path)
+    for other in glob.glob(os.path.join(glob.escape(folder), name.rsplit("-", 1)[0] + "-*.sock")):
+        if other == path:
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            st = os.lstat(other)
+            if st.st_uid != os.getuid() or not stat.S_ISSOCK(st.st_mode):
+                continue
+            probe.connect(other)
+        except ConnectionRefusedError:
+            try:
+                os.unlink(other)
+            except OSError:
+                pass
+        except OSError:
+            pass
+        finally:
+            probe.close()
 
 
 def _serve_resident(conn, listener, environ, script, stamps, profile, provider):
