@@ -329,8 +329,8 @@ func scriptDigest() string {
 
 // askResident asks the resident at path (program.py's _resident) to fork the warm program for this
 // engine, listening on socket (at warm, the path runWarm dials): true when it did. It refuses when
-// a module it has loaded changed on disk since (it then leaves), or this environment differs from
-// its own outside the engine's and the host's variables, or the engine is in another session.
+// a file it loaded from changed since (it then leaves), or this host's environment, session or
+// process settings are not its own (program.py's docstring lists when).
 func askResident(resident string, socket *os.File, warm string) bool {
 	if !ownSocket(resident) {
 		return false
