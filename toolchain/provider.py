@@ -30,9 +30,9 @@ host's prestart Invoke is for an update (the program runs for `pulumi up`), the 
 providerPreloadUpdate too (what creates and updates need, and the calls of a preview do not).
 
 The shim runs without site (-S), and its way to the zygote imports only the interpreter's own C
-modules (_socket, _json, _signal, _thread, _sha256 or _sha2): the json, socket, signal and hashlib
-packages would take three quarters of its 50 ms start (their enum and re imports), on the path of
-every command, before the provider can serve.
+modules (_socket, _json, _signal, _thread, _sha256 or _sha2): with the json, socket, signal and
+hashlib packages (their enum and re imports) the shim took 68 ms to its request, against 29 ms
+now and 13 ms for a bare `python -S`, on the path of every command before the provider serves.
 """
 
 import os
