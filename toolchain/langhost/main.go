@@ -301,24 +301,26 @@ func programDir(info *pulumirpc.ProgramInfo) string {
 // script, modules and working directory. Anything else gets another path, so a warm program is
 // only ever handed a run it was started for.
 func (h *host) warmPath(info *pulumirpc.ProgramInfo, python string, names []string) string {
-	cwd, _ := os.Getwd()
-	sum := sha256.Sum256([]byte(strings.Join([]string{
-		version, python, info.GetRootDirectory(), programDir(info), info.GetEntryPoint(), cwd, h.execScript,
-		strings.Join(names, " "),
-	}, "\x00")))
-	return filepath.Join(os.TempDir(), fmt.Sprintf("eventbus-program-%d-%x.sock", os.Getppid(), sum[:8]))
+	return filepath.Join(os.TempDir(), fmt.Sprintf("eventbus-program-%d-%x.sock", os.Getppid(), h.programDigest(info, python, names)))
 }
 
 // residentPath is the socket of the resident for this user and program: what warmPath digests,
 // without the engine. The program script is not part of it: a resident started by another
 // version of this host refuses it (scriptDigest) and leaves, and the new one takes its path.
 func (h *host) residentPath(info *pulumirpc.ProgramInfo, python string, names []string) string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("eventbus-resident-%d-%x.sock", os.Getuid(), h.programDigest(info, python, names)))
+}
+
+// programDigest names the program a warm program or a resident is prepared for: this host's
+// version, the interpreter, the directories, the entry point, the working directory, the exec
+// script and the modules.
+func (h *host) programDigest(info *pulumirpc.ProgramInfo, python string, names []string) []byte {
 	cwd, _ := os.Getwd()
 	sum := sha256.Sum256([]byte(strings.Join([]string{
 		version, python, info.GetRootDirectory(), programDir(info), info.GetEntryPoint(), cwd, h.execScript,
 		strings.Join(names, " "),
 	}, "\x00")))
-	return filepath.Join(os.TempDir(), fmt.Sprintf("eventbus-resident-%d-%x.sock", os.Getuid(), sum[:8]))
+	return sum[:8]
 }
 
 // scriptDigest names this host's programScript: a resident serves only the hosts of its own.
