@@ -316,39 +316,60 @@ def _name_process(name):
 
 
 def _zygote(listener, path, engine, provider):
-    import time
-
     _name_process(ZYGOTE_NAME)
-    listener.settimeout(POLL_INTERVAL)
     ours = os.stat(path).st_ino
     _sweep_sockets(provider)
     children = set()
-    last = time.monotonic()
-    while _engine_alive(engine) and time.monotonic() - last < ZYGOTE_IDLE:
+
+    def going():
         for pid in list(children):
             try:
                 if os.waitpid(pid, os.WNOHANG)[0]:
                     children.discard(pid)
             except ChildProcessError:
                 children.discard(pid)
-        try:
-            conn, _ = listener.accept()
-        except TimeoutError:
-            continue
-        last = time.monotonic()
-        try:
-            pid = _serve_request(conn, listener, provider)
-            if pid:
-                children.add(pid)
-        except Exception:  # noqa: BLE001 - one bad request ends that request, not the zygote
-            pass
-        finally:
-            conn.close()
+        return _engine_alive(engine)
+
+    def serve(conn):
+        pid = _serve_request(conn, listener, provider)
+        if pid:
+            children.add(pid)
+        return False
+
+    _serve_until(listener, path, ours, ZYGOTE_IDLE, going, serve)
+
+
+def _serve_until(listener, path, ours, idle, going, serve):
+    """Accept on `listener`, POLL_INTERVAL at a time, and hand each connection to serve(conn), which
+    closes after it, until `idle` seconds pass without one, going() is false, or serve returns True
+    (a serve that fails ends its connection only); then remove `path` when the socket there is
+    still this one (inode `ours`)."""
+    import time
+
+    listener.settimeout(POLL_INTERVAL)
+    last = time.monotonic()
     try:
-        if os.stat(path).st_ino == ours:
-            os.unlink(path)
+        while going() and time.monotonic() - last < idle:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            last = time.monotonic()
+            try:
+                if serve(conn):
+                    break
+            except Exception:  # noqa: BLE001 - one bad request ends that request, not the server
+                pass
+            finally:
+                conn.close()
     except OSError:
         pass
+    finally:
+        try:
+            if os.stat(path).st_ino == ours:
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 def _serve_request(conn, listener, provider):
@@ -667,10 +688,9 @@ def _resident(path, environ, script, since):
     refuses and leaves)."""
     import signal
     import socket
-    import time
 
     _name_process(RESIDENT_NAME)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leave through the socket's removal below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leave through _serve_until, which removes the socket
     provider = _provider_script()
     if provider is None:
         return
@@ -694,31 +714,10 @@ def _resident(path, environ, script, since):
     ours = os.stat(fresh).st_ino
     os.rename(fresh, path)  # at once: another resident starting now replaces it whole, or is replaced
     _sweep_residents(path)
-    listener.settimeout(POLL_INTERVAL)
     cwd = os.getcwd()
-    last = time.monotonic()
-    try:
-        while time.monotonic() - last < idle and (_stamp(path) or (0, 0, 0, 0))[3] == ours and os.path.isdir(cwd):
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            last = time.monotonic()
-            try:
-                if _serve_resident(conn, listener, environ, script, stamps, profile, provider) == "stale":
-                    break
-            except Exception:  # noqa: BLE001 - one bad request ends that request, not the resident
-                pass
-            finally:
-                conn.close()
-    except OSError:
-        pass
-    finally:
-        try:
-            if os.stat(path).st_ino == ours:
-                os.unlink(path)
-        except OSError:
-            pass
+    _serve_until(listener, path, ours, idle,
+                 lambda: (_stamp(path) or (0, 0, 0, 0))[3] == ours and os.path.isdir(cwd),
+                 lambda conn: _serve_resident(conn, listener, environ, script, stamps, profile, provider) == "stale")
 
 
 def _sweep_residents(path):
