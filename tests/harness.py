@@ -36,6 +36,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def comm(pid: int) -> str:
+    """Process `pid`'s name as `ps -o comm` shows it, or '' when it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
 def marked_processes(marker: str) -> list[int]:
     """Pids of every process whose environment has EVENTBUS_TEST_MARKER=`marker` (a test sets it
     for the `pulumi` it starts, and every plugin and program of that command inherits it)."""

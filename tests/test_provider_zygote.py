@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from components.pulumi import lifeline
-from tests.harness import ROOT, VENV_BIN, PulumiProject, marked_processes
+from tests.harness import ROOT, VENV_BIN, PulumiProject, comm, marked_processes
 from tests.test_lifeline import HOLD_WRITE_LOCK, LEAVES_AFTER_THE_WRITE, alive, processes
 from tests.traffic import wait_until
 
@@ -292,14 +292,6 @@ def read_to_end(fd: int, within: float) -> bytes | None:
         return None
     finally:
         os.close(fd)
-
-
-def comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
 
 
 def test_the_engines_sigint_reaches_the_forked_provider_which_leaves_after_the_write_in_flight(

@@ -24,20 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import PASSPHRASE, ROOT, PulumiProject, marked_processes
+from tests.harness import PASSPHRASE, ROOT, PulumiProject, comm, marked_processes
 from tests.test_lifeline import alive
 from tests.traffic import wait_until
 
 PROGRAM = ROOT / "tests" / "fixtures" / "programs" / "resident"
 RESIDENT, FORKED = "warm-resident", "warm-forked"
-
-
-def comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
 
 
 def residents(project: PulumiProject) -> list[int]:
