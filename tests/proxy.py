@@ -41,6 +41,7 @@ class ApiProxy:
         self.port = int(self._listener.getsockname()[1])
         self._stop = threading.Event()
         self._sockets: set[socket.socket] = set()
+        self._muted: set[socket.socket] = set()  # server sides whose replies are dropped (CUT_AFTER)
         self._thread = threading.Thread(target=self._accept, name="nats-proxy", daemon=True)
 
     @property
@@ -87,12 +88,16 @@ class ApiProxy:
         with self._lock:
             self.cuts += 1
             self._sockets -= {client, server}
+            self._muted.discard(server)
         _close(client)
         _close(server)
 
     def _downstream(self, server: socket.socket, client: socket.socket) -> None:
         try:
             while data := server.recv(CHUNK):
+                with self._lock:
+                    if server in self._muted:
+                        break  # the reply to a CUT_AFTER request: never reaches the client
                 client.sendall(data)
         except OSError:
             pass
@@ -118,6 +123,10 @@ class ApiProxy:
                     action = self.hook(subject)
                 if action == CUT_BEFORE:
                     break
+                if action == CUT_AFTER:
+                    # Muted before the request goes up, so its reply cannot race the cut.
+                    with self._lock:
+                        self._muted.add(server)
                 server.sendall(raw)
                 if action == CUT_AFTER:
                     break

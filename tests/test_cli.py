@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -47,15 +48,24 @@ def run_json(url: str, *args: str) -> tuple[int, dict]:
 
 def pull_without_ack(url: str, stream: str, durable: str, n: int, nak_first: bool = False) -> None:
     """Leave `n` messages awaiting their ack (after one nak'ed delivery each when `nak_first`)."""
+    async def fetch_all(sub: Any) -> list:
+        # A fetch returns what is ready; redeliveries after a nak may come one by one.
+        msgs: list = []
+        for _ in range(10):
+            if len(msgs) >= n:
+                break
+            msgs += await sub.fetch(n - len(msgs), timeout=2)
+        return msgs
+
     async def go() -> None:
         nc = await nats.connect(url)
         sub = await nc.jetstream().pull_subscribe_bind(durable=durable, stream=stream)
-        msgs = await sub.fetch(n, timeout=2)
+        msgs = await fetch_all(sub)
         if nak_first:
             for m in msgs:
                 await m.nak()
             await nc.flush()
-            msgs = await sub.fetch(n, timeout=2)
+            msgs = await fetch_all(sub)
         assert len(msgs) == n
         await nc.flush()
         await nc.close()
