@@ -50,3 +50,6 @@ export PULUMI_CONFIG_PASSPHRASE="\${PULUMI_CONFIG_PASSPHRASE-aa-event-bus-local-
 ACT
 fi
 mkdir -p "$root/.pulumi-state"
+# Sidecars written before the backend URL had metadata=skip: Pulumi reads nothing from them, and an
+# empty one (a deploy killed while writing it) fails every command with "failed to load checkpoint: EOF".
+find "$root/.pulumi-state" -name '*.attrs' -type f -delete

@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 NATS_SERVER = VENV_BIN / "nats-server"
 PASSPHRASE = "test-only-passphrase"
+#: As in Pulumi.yaml's backend URL: no `.attrs` sidecars, whose non-atomic write a SIGKILL can leave empty.
+FILE_BACKEND_QUERY = "?metadata=skip"
 
 
 def free_port() -> int:
@@ -167,7 +169,7 @@ class PulumiProject:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")},
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
-            "PULUMI_BACKEND_URL": self.backend or f"file://{self.workdir / 'state'}",
+            "PULUMI_BACKEND_URL": self.backend or f"file://{self.workdir / 'state'}{FILE_BACKEND_QUERY}",
             "PULUMI_HOME": str(self.workdir / "home"),
             "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
             "PULUMI_SKIP_UPDATE_CHECK": "true",

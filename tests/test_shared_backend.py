@@ -9,7 +9,7 @@ from two checkouts (two project directories, one backend): the second starts whi
 the first holds the stack's lock, and fails on it with Pulumi's own message; the
 state stays whole and a further `pulumi up` has nothing to do. The last test shows
 which backend a command uses: PULUMI_BACKEND_URL over Pulumi.yaml's `backend.url`
-(file://./.pulumi-state) over `pulumi login`.
+(file://./.pulumi-state?metadata=skip) over `pulumi login`.
 """
 
 from __future__ import annotations
