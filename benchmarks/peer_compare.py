@@ -26,7 +26,9 @@ unchanged `pulumi preview` (the real program, phase 0) is timed as well.
     python benchmarks/peer_compare.py --sizes 6,200,1000 --runs 3 \
         --tofu PATH/TO/tofu --tf-provider PATH/TO/terraform-provider-jetstream
 
-Writes a Markdown table of medians and ratios to benchmarks/RESULTS-peer-compare.md.
+Prints a Markdown table of medians and ratios (to the file `--out` names, if any).
+benchmarks/RESULTS-peer-compare.md is the kept record of such runs, with their dates
+and context; a run never overwrites it.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def main() -> int:
     parser.add_argument("--seed-without-resident", action="store_true",
                         help="also time the seed topology's preview with EVENTBUS_RESIDENT=0, interleaved")
     parser.add_argument("--seed-only", action="store_true", help="time only the seed topology's preview")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS-peer-compare.md"))
+    parser.add_argument("--out", help="write the table to this file too (default: print it only)")
     args = parser.parse_args()
     tofu = Path(args.tofu) if args.tofu and Path(args.tofu).exists() else None
     provider = Path(args.tf_provider) if args.tf_provider and Path(args.tf_provider).exists() else None
@@ -270,8 +272,10 @@ def main() -> int:
         + "".join(f" {LABELS_SEED[kind]}, interleaved: median {statistics.median(values):.2f}s "
                   f"(min {min(values):.2f}s, max {max(values):.2f}s)." for kind, values in seeds.items() if kind != "warm"),
     ]
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 
