@@ -47,6 +47,17 @@ def comm(pid: int) -> str:
         return ""
 
 
+def bare_pulumi(project: Path, home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """`pulumi ARGS` in `project` as an operator's shell would run it, with none of this process's
+    PULUMI_* or PG* variables (so Pulumi.yaml's backend applies unless `extra` names another),
+    PULUMI_HOME `home`, and `extra` added to its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "PG"))}
+    env.update(PULUMI_HOME=str(home), PULUMI_CONFIG_PASSPHRASE="test-only", PULUMI_SKIP_UPDATE_CHECK="true",
+               PATH=f"{VENV_BIN}:{env.get('PATH', '')}", **extra)
+    return subprocess.run(["pulumi", *args, "--non-interactive", "--cwd", str(project)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
 def marked_processes(marker: str) -> list[int]:
     """Pids of every process whose environment has EVENTBUS_TEST_MARKER=`marker` (a test sets it
     for the `pulumi` it starts, and every plugin and program of that command inherits it)."""

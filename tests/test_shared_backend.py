@@ -14,8 +14,8 @@ which backend a command uses: PULUMI_BACKEND_URL over Pulumi.yaml's `backend.url
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from components.jetstream.client import JetStream
-from tests.harness import ROOT, VENV_BIN, NatsServer, PulumiProject
+from tests.harness import ROOT, NatsServer, PulumiProject, bare_pulumi
 from tests.postgres import PostgresServer
 from tests.test_migration import SUBJECTS, check_phase, settle_then_stop, workers
 from tests.traffic import Publisher, Recorder
@@ -150,13 +150,7 @@ def test_backend_choice_env_url_beats_pulumi_yaml_which_beats_pulumi_login(
     project.mkdir()
     shutil.copy(ROOT / "Pulumi.yaml", project / "Pulumi.yaml")
     (project / ".pulumi-state").mkdir()  # as scripts/setup.sh leaves it in a checkout
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "PG"))}
-    env.update(PULUMI_HOME=str(tmp_path / "home"), PULUMI_CONFIG_PASSPHRASE="test-only",
-               PULUMI_SKIP_UPDATE_CHECK="true", PATH=f"{VENV_BIN}:{env.get('PATH', '')}")
-
-    def pulumi(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["pulumi", *args, "--non-interactive", "--cwd", str(project)], env={**env, **extra},
-                              capture_output=True, text=True, timeout=120, check=False)
+    pulumi = functools.partial(bare_pulumi, project, tmp_path / "home")
 
     def local(stack: str) -> bool:
         return (project / ".pulumi-state" / ".pulumi" / "stacks" / "aa-event-bus" / f"{stack}.json").exists()

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import FILE_BACKEND_QUERY, ROOT, VENV_BIN, PulumiProject
+from tests.harness import FILE_BACKEND_QUERY, ROOT, VENV_BIN, PulumiProject, bare_pulumi
 
 PIN = version("pulumi")
 TOOLCHAIN = ROOT / "scripts" / "toolchain.sh"
@@ -132,14 +132,6 @@ def test_project_backend_is_a_local_file_backend_without_sidecars() -> None:
     assert f"url: file://./.pulumi-state{FILE_BACKEND_QUERY}\n" in (ROOT / "Pulumi.yaml").read_text()
 
 
-def _bare_pulumi(project: Path, home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
-    env.update(PULUMI_HOME=str(home), PULUMI_CONFIG_PASSPHRASE="test-only", PULUMI_SKIP_UPDATE_CHECK="true",
-               PATH=f"{VENV_BIN}:{env.get('PATH', '')}", **extra)
-    return subprocess.run(["pulumi", *args, "--non-interactive", "--cwd", str(project)], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
 def test_an_empty_state_sidecar_breaks_every_load_and_the_project_backend_writes_none(tmp_path: Path) -> None:
     """A SIGKILLed `pulumi up` once left `<stack>.json.attrs` empty (the file backend truncates, then
     writes it, unlike the state file, which it renames into place): every later command failed with
@@ -151,17 +143,17 @@ def test_an_empty_state_sidecar_breaks_every_load_and_the_project_backend_writes
 
     # The file backend's default: a sidecar per state file. Empty, as the kill left it, it breaks the load.
     default = {"PULUMI_BACKEND_URL": f"file://{project / '.pulumi-state'}"}
-    assert _bare_pulumi(project, tmp_path / "home", "stack", "init", "with-sidecars", **default).returncode == 0
+    assert bare_pulumi(project, tmp_path / "home", "stack", "init", "with-sidecars", **default).returncode == 0
     sidecar = stacks / "with-sidecars.json.attrs"
     assert sidecar.exists()
     sidecar.write_bytes(b"")
-    broken = _bare_pulumi(project, tmp_path / "home", "stack", "export", "--stack", "with-sidecars", **default)
+    broken = bare_pulumi(project, tmp_path / "home", "stack", "export", "--stack", "with-sidecars", **default)
     assert broken.returncode != 0 and "failed to load checkpoint: EOF" in broken.stderr
 
     # Pulumi.yaml's URL: the stack's state is written and read back, and no sidecar is ever written.
-    assert _bare_pulumi(project, tmp_path / "home", "stack", "init", "plain").returncode == 0
-    assert _bare_pulumi(project, tmp_path / "home", "config", "set", "phase", "1", "--stack", "plain").returncode == 0
-    exported = _bare_pulumi(project, tmp_path / "home", "stack", "export", "--stack", "plain")
+    assert bare_pulumi(project, tmp_path / "home", "stack", "init", "plain").returncode == 0
+    assert bare_pulumi(project, tmp_path / "home", "config", "set", "phase", "1", "--stack", "plain").returncode == 0
+    exported = bare_pulumi(project, tmp_path / "home", "stack", "export", "--stack", "plain")
     assert exported.returncode == 0, exported.stderr
     assert (stacks / "plain.json").exists() and not (stacks / "plain.json.attrs").exists()
 
