@@ -272,9 +272,10 @@ def main() -> int:
         + "".join(f" {LABELS_SEED[kind]}, interleaved: median {statistics.median(values):.2f}s "
                   f"(min {min(values):.2f}s, max {max(values):.2f}s)." for kind, values in seeds.items() if kind != "warm"),
     ]
-    print("\n".join(lines))
+    table = "\n".join(lines) + "\n"
+    print(table, end="")
     if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
+        Path(args.out).write_text(table)
         print(f"wrote {args.out}")
     return 0
 
