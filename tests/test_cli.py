@@ -144,8 +144,10 @@ def test_consumer_diagnostic_pending_over_threshold_exit_1(js: JetStream, nats_s
 def test_consumer_diagnostic_ack_pending_and_redelivered_over_thresholds_exit_1(
         js: JetStream, nats_server: NatsServer) -> None:
     advance(js, 2)
-    publish(js, "athlete-ally.hrv.raw-received", 3)
+    publish(js, "athlete-ally.hrv.raw-received", 2)
     pull_without_ack(nats_server.url, CORE, HRV, 2, nak_first=True)
+    # The pending one is published after the pulls: a fetch after the naks could take it instead of a redelivery.
+    publish(js, "athlete-ally.hrv.raw-received", 1)
     code, data = run_json(nats_server.url, "consumer", "diagnostic", CORE, HRV, "--max-pending", "1",
                           "--max-ack-pending", "1", "--max-redelivered", "1")
     assert code == 1
